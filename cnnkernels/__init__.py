@@ -1,0 +1,9 @@
+"""cnnkernels: fused CNN kernels exposed as torch ops (torch.ops.cnnkernels.*)."""
+
+__version__ = "0.1.0"
+
+from cnnkernels import _library  # noqa: F401  (loads the compiled ops or sets up the fallback)
+from cnnkernels.ops import *  # noqa: F401,F403
+from cnnkernels.ops import __all__ as _ops_all
+
+__all__ = list(_ops_all)

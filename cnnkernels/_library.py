@@ -1,0 +1,149 @@
+"""Loads the compiled op libraries, or falls back to the pure-PyTorch references.
+
+`import cnnkernels` never fails because the compiled library is missing, built against another torch, or broken: the
+ops are then defined from cnnkernels/ops.schema and run their references, and one warning says why. Setting
+CNNKERNELS_DISABLE_COMPILED=1 forces that fallback (no warning: it was asked for).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from packaging.version import Version
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+LIB_DIR = PACKAGE_DIR / "lib"
+CPU_LIB = LIB_DIR / "libcnnkernels_cpu.so"
+CUDA_LIB = LIB_DIR / "libcnnkernels_cuda.so"
+DISABLE_ENV = "CNNKERNELS_DISABLE_COMPILED"
+NAMESPACE = "cnnkernels"
+
+
+@dataclass
+class LibraryState:
+    cpu: bool = False                      # compiled CPU kernels loaded
+    cuda: bool = False                     # compiled CUDA kernels loaded
+    reason: Optional[str] = None           # why the compiled CPU library is not used
+    cuda_reason: Optional[str] = None      # why the compiled CUDA library is not used
+    build_config: Optional[dict] = None
+    cpu_handle: Optional[ctypes.CDLL] = field(default=None, repr=False)
+
+
+def read_schemas() -> Dict[str, str]:
+    """op name -> schema, from the single definition in ops.schema."""
+    schemas = {}
+    for line in (PACKAGE_DIR / "ops.schema").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            schemas[line.split("(", 1)[0]] = line
+    return schemas
+
+
+def _torch_release(v: str) -> Version:
+    return Version(Version(v).base_version)
+
+
+def _load_compiled(state: LibraryState) -> None:
+    if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
+        state.reason = f"{DISABLE_ENV} is set"
+        return
+    cfg_path = LIB_DIR / "_build_config.json"
+    if not CPU_LIB.exists() or not cfg_path.exists():
+        state.reason = (f"the compiled library is missing ({CPU_LIB} not found); build it with "
+                        f"`pip install --no-build-isolation .`")
+        return
+    try:
+        state.build_config = json.loads(cfg_path.read_text())
+        built = state.build_config["torch_version"]
+    except (OSError, ValueError, KeyError) as e:
+        state.reason = f"unreadable build config {cfg_path}: {e}"
+        return
+    # The C++ ABI of torch changes between releases: never load a library built against another one.
+    if _torch_release(built) != _torch_release(torch.__version__):
+        state.reason = (f"the compiled library was built against torch {built} but torch {torch.__version__} is "
+                        f"installed; rebuild cnnkernels")
+        return
+    try:
+        torch.ops.load_library(str(CPU_LIB))
+        state.cpu_handle = ctypes.CDLL(str(CPU_LIB))
+    except OSError as e:
+        state.reason = f"loading {CPU_LIB.name} failed: {e}"
+        return
+    state.cpu = True
+    if not CUDA_LIB.exists():
+        state.cuda_reason = "built without CUDA kernels"
+    elif torch.version.cuda is None:
+        state.cuda_reason = f"torch {torch.__version__} has no CUDA"
+    else:
+        try:
+            torch.ops.load_library(str(CUDA_LIB))
+            state.cuda = True
+        except OSError as e:
+            state.cuda_reason = f"loading {CUDA_LIB.name} failed: {e}"
+            warnings.warn(f"cnnkernels: CUDA kernels unavailable ({state.cuda_reason}); CUDA tensors will use the "
+                          f"reference implementations", RuntimeWarning, stacklevel=3)
+
+
+STATE = LibraryState()
+_load_compiled(STATE)
+if not STATE.cpu:
+    STATE.cuda_reason = STATE.cuda_reason or STATE.reason
+    if not STATE.reason.startswith(DISABLE_ENV):
+        warnings.warn(f"cnnkernels: using the pure-PyTorch reference implementations because {STATE.reason}",
+                      RuntimeWarning, stacklevel=3)
+
+# Python-side registrations (schemas when the library is absent, fake kernels, autograd, reference fallbacks) live in
+# this fragment; it must stay alive for the life of the process.
+LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
+SCHEMAS = read_schemas()
+for _name, _schema in SCHEMAS.items():
+    if not hasattr(getattr(torch.ops, NAMESPACE), _name):
+        LIB.define(_schema)
+
+# (op, dispatch key) -> "compiled" or "reference", filled as the op modules register their fallbacks.
+BACKENDS: Dict[str, Dict[str, str]] = {}
+
+
+def register_reference_where_missing(name: str, fn) -> None:
+    """Registers `fn` (validation + reference) for every device that has no compiled kernel for op `name`."""
+    qualname = f"{NAMESPACE}::{name}"
+    BACKENDS[name] = {}
+    for key in ("CPU", "CUDA"):
+        if torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key):
+            BACKENDS[name][key] = "compiled"
+        else:
+            LIB.impl(name, fn, key)
+            BACKENDS[name][key] = "reference"
+
+
+def cpu_isa() -> Optional[str]:
+    """The SIMD level the compiled CPU kernels dispatch to (None when not loaded)."""
+    if STATE.cpu_handle is None:
+        return None
+    f = STATE.cpu_handle.cnnkernels_cpu_isa
+    f.restype = ctypes.c_char_p
+    return f().decode()
+
+
+def weight_cache_size() -> int:
+    if STATE.cpu_handle is None:
+        return 0
+    f = STATE.cpu_handle.cnnkernels_weight_cache_size
+    f.restype = ctypes.c_int64
+    return int(f())
+
+
+def weight_cache_clear() -> None:
+    if STATE.cpu_handle is not None:
+        STATE.cpu_handle.cnnkernels_weight_cache_clear()
+
+
+def op_names() -> List[str]:
+    return list(SCHEMAS)

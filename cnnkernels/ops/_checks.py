@@ -1,0 +1,131 @@
+"""Input validation mirrored from csrc/common/checks.cpp.
+
+The fake (meta) kernels and the pure-PyTorch fallback run these, so a bad argument raises the same exception type
+with the same wording whether the compiled kernel, the fallback or torch.compile tracing sees it. ValueError for bad
+shapes and values, TypeError for dtypes; messages name the op, the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+ACTIVATIONS = ("none", "relu", "relu6")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def parse_activation(op: str, arg: str, value: str) -> str:
+    if value not in ACTIVATIONS:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be one of 'none', 'relu', 'relu6', got '{value}'")
+    return value
+
+
+def check_input(op: str, input: torch.Tensor, arg: str = "input") -> None:
+    if input.dim() != 4:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be a 4-D tensor [N, C, H, W], got {input.dim()}-D shape "
+                         f"{_shape(input)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"cnnkernels.{op}: {arg} must be float32, float16, bfloat16 or float64, got {input.dtype}")
+
+
+def check_like(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"cnnkernels.{op}: {arg} must have the input's dtype {ref.dtype}, got {t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be on the input's device {ref.device}, got {t.device}")
+
+
+def check_bias(op: str, ref: torch.Tensor, bias: Optional[torch.Tensor], n: int, arg: str) -> None:
+    if bias is None:
+        return
+    check_like(op, ref, bias, arg)
+    if bias.dim() != 1 or bias.shape[0] != n:
+        raise ValueError(f"cnnkernels.{op}: {arg} must have shape [{n}], got {_shape(bias)}")
+
+
+def check_shape(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str, shape: Sequence[int]) -> None:
+    check_like(op, ref, t, arg)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"cnnkernels.{op}: {arg} must have shape [{', '.join(str(s) for s in shape)}], "
+                         f"got {_shape(t)}")
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    N: int
+    C: int
+    H: int
+    W: int
+    Cout: int
+    kH: int
+    kW: int
+    Ho: int
+    Wo: int
+
+
+def check_conv(op: str, input: torch.Tensor, weight: torch.Tensor, warg: str, stride: Sequence[int],
+               padding: Sequence[int], dilation: Sequence[int], groups: int) -> ConvGeom:
+    check_input(op, input)
+    check_like(op, input, weight, warg)
+    if weight.dim() != 4:
+        raise ValueError(f"cnnkernels.{op}: {warg} must be a 4-D tensor [C_out, C_in/groups, kH, kW], got shape "
+                         f"{_shape(weight)}")
+    if len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
+        raise ValueError(f"cnnkernels.{op}: stride, padding and dilation must have 2 elements each")
+    stride, padding, dilation = list(stride), list(padding), list(dilation)
+    if stride[0] <= 0 or stride[1] <= 0:
+        raise ValueError(f"cnnkernels.{op}: stride must be positive, got {stride}")
+    if padding[0] < 0 or padding[1] < 0:
+        raise ValueError(f"cnnkernels.{op}: padding must be non-negative, got {padding}")
+    if dilation[0] <= 0 or dilation[1] <= 0:
+        raise ValueError(f"cnnkernels.{op}: dilation must be positive, got {dilation}")
+    if groups <= 0:
+        raise ValueError(f"cnnkernels.{op}: groups must be positive, got {groups}")
+    N, C, H, W = input.shape
+    Cout, cin_g, kH, kW = weight.shape
+    if C % groups != 0 or Cout % groups != 0:
+        raise ValueError(f"cnnkernels.{op}: groups={groups} must divide the input channels ({C}) and "
+                         f"{warg}.size(0) ({Cout})")
+    if cin_g != C // groups:
+        raise ValueError(f"cnnkernels.{op}: {warg} must have C_in/groups = {C // groups} in dim 1 for input with {C} "
+                         f"channels and groups={groups}, got shape {_shape(weight)}")
+    if Cout <= 0 or kH <= 0 or kW <= 0:
+        raise ValueError(f"cnnkernels.{op}: {warg} must have non-zero C_out and kernel size, got shape "
+                         f"{_shape(weight)}")
+    nh = H + 2 * padding[0] - dilation[0] * (kH - 1) - 1
+    nw = W + 2 * padding[1] - dilation[1] * (kW - 1) - 1
+    if nh < 0 or nw < 0:
+        raise ValueError(f"cnnkernels.{op}: input spatial size ({H}x{W}) with padding {padding} is smaller than the "
+                         f"dilated kernel ({kH}x{kW}, dilation {dilation})")
+    return ConvGeom(N, C, H, W, Cout, kH, kW, nh // stride[0] + 1, nw // stride[1] + 1)
+
+
+def check_pointwise(op: str, ref: torch.Tensor, weight: torch.Tensor, arg: str, cin: int) -> int:
+    """A 1x1 conv weight [C_out, cin, 1, 1]; returns C_out."""
+    check_like(op, ref, weight, arg)
+    if weight.dim() != 4 or weight.shape[1] != cin or weight.shape[2] != 1 or weight.shape[3] != 1 \
+            or weight.shape[0] <= 0:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be a 1x1 convolution weight [C_out, {cin}, 1, 1], got shape "
+                         f"{_shape(weight)}")
+    return weight.shape[0]
+
+
+def check_add_relu(input: torch.Tensor, residual: torch.Tensor) -> None:
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got {input.dtype}")
+    check_like("add_relu", input, residual, "residual")
+    if input.shape != residual.shape:
+        raise ValueError(f"cnnkernels.add_relu: residual must have the input's shape {_shape(input)}, got "
+                         f"{_shape(residual)}")
+
+
+def output_memory_format(input: torch.Tensor) -> torch.memory_format:
+    """The layout every kernel writes its output in (same rule as at::Tensor::suggest_memory_format)."""
+    return suggest_memory_format(input)

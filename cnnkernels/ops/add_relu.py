@@ -1,0 +1,44 @@
+"""add_relu(input, residual) = relu(input + residual): the residual join of ResNet blocks."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnkernels._library import register_reference_where_missing
+from cnnkernels.ops._checks import check_add_relu, output_memory_format
+
+
+def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    return torch.relu(input + residual)
+
+
+def _fallback(input, residual):
+    check_add_relu(input, residual)
+    return add_relu_reference(input, residual).contiguous(memory_format=output_memory_format(input))
+
+
+register_reference_where_missing("add_relu", _fallback)
+
+
+@torch.library.register_fake("cnnkernels::add_relu")
+def _fake(input, residual):
+    check_add_relu(input, residual)
+    return torch.empty_like(input, memory_format=output_memory_format(input))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _backward(ctx, grad):
+    (out,) = ctx.saved_tensors
+    g = grad * (out > 0).to(grad.dtype)
+    return g, g
+
+
+torch.library.register_autograd("cnnkernels::add_relu", _backward, setup_context=_setup_context)
+
+
+def add_relu(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """relu(input + residual) in one pass; any shape, output in the input's memory format."""
+    return torch.ops.cnnkernels.add_relu(input, residual)

@@ -1,0 +1,79 @@
+"""conv2d_act = act(conv2d(input, weight, bias) + residual): a convolution with its epilogue fused."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cnnkernels._library import register_reference_where_missing
+from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
+from cnnkernels.ops._checks import check_bias, check_conv, check_shape, output_memory_format, parse_activation
+
+OP = "conv2d_act"
+
+
+def _check(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    g = check_conv(OP, input, weight, "weight", stride, padding, dilation, groups)
+    check_bias(OP, input, bias, g.Cout, "bias")
+    if residual is not None:
+        check_shape(OP, input, residual, "residual", (g.N, g.Cout, g.Ho, g.Wo))
+    parse_activation(OP, "activation", activation)
+    return g
+
+
+def conv2d_act_reference(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                         residual: Optional[torch.Tensor] = None, stride: Sequence[int] = (1, 1),
+                         padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1), groups: int = 1,
+                         activation: str = "none") -> torch.Tensor:
+    y = F.conv2d(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
+    if residual is not None:
+        y = y + residual
+    return apply_activation(y, activation)
+
+
+def _fallback(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    y = conv2d_act_reference(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    return y.contiguous(memory_format=output_memory_format(input))
+
+
+register_reference_where_missing(OP, _fallback)
+
+
+@torch.library.register_fake("cnnkernels::conv2d_act")
+def _fake(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    g = _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    return input.new_empty((g.N, g.Cout, g.Ho, g.Wo)).contiguous(memory_format=output_memory_format(input))
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.conf = (bias is not None, residual is not None, stride, padding, dilation, groups, activation)
+
+
+def _backward(ctx, grad):
+    input, weight, out = ctx.saved_tensors
+    has_bias, has_res, stride, padding, dilation, groups, activation = ctx.conf
+    g = activation_grad(grad, out, activation)
+    gi, gw, gb = conv_backward(g, input, weight, has_bias, stride, padding, dilation, groups,
+                               (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]))
+    return gi, gw, gb, (g if has_res else None), None, None, None, None, None
+
+
+torch.library.register_autograd("cnnkernels::conv2d_act", _backward, setup_context=_setup_context)
+
+
+def conv2d_act(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               residual: Optional[torch.Tensor] = None, stride: Sequence[int] = (1, 1),
+               padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1), groups: int = 1,
+               activation: str = "none") -> torch.Tensor:
+    """act(conv2d(input, weight, bias) + residual) with bias, residual add and activation fused into the conv."""
+    return torch.ops.cnnkernels.conv2d_act(input, weight, bias, residual, _pair(stride), _pair(padding),
+                                           _pair(dilation), groups, activation)
+
+
+def _pair(v):
+    return [v, v] if isinstance(v, int) else list(v)

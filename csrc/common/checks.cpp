@@ -1,0 +1,100 @@
+#include "common/checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace cnnkernels {
+
+Activation parse_activation(const char* op, const char* arg, std::string_view value) {
+  if (value == "none") return Activation::None;
+  if (value == "relu") return Activation::ReLU;
+  if (value == "relu6") return Activation::ReLU6;
+  TORCH_CHECK_VALUE(false, "cnnkernels.", op, ": ", arg, " must be one of 'none', 'relu', 'relu6', got '", value, "'");
+}
+
+void check_input(const char* op, const at::Tensor& input, const char* arg) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "cnnkernels.", op, ": ", arg, " must be a 4-D tensor [N, C, H, W], got ",
+                    input.dim(), "-D shape ", input.sizes());
+  const auto dt = input.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, "cnnkernels.", op,
+                   ": ", arg, " must be float32, float16, bfloat16 or float64, got ", dt);
+}
+
+void check_like(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "cnnkernels.", op, ": ", arg, " must have the input's dtype ",
+                   ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "cnnkernels.", op, ": ", arg, " must be on the input's device ",
+                    ref.device(), ", got ", t.device());
+}
+
+void check_bias(const char* op, const at::Tensor& ref, const c10::optional<at::Tensor>& bias, int64_t n,
+                const char* arg) {
+  if (!bias.has_value()) return;
+  check_like(op, ref, *bias, arg);
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, "cnnkernels.", op, ": ", arg, " must have shape [", n,
+                    "], got ", bias->sizes());
+}
+
+void check_shape(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* arg, c10::IntArrayRef shape) {
+  check_like(op, ref, t, arg);
+  TORCH_CHECK_VALUE(t.sizes() == shape, "cnnkernels.", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
+}
+
+ConvGeom check_conv(const char* op, const at::Tensor& input, const at::Tensor& weight, const char* warg,
+                    c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+  check_input(op, input);
+  check_like(op, input, weight, warg);
+  TORCH_CHECK_VALUE(weight.dim() == 4, "cnnkernels.", op, ": ", warg,
+                    " must be a 4-D tensor [C_out, C_in/groups, kH, kW], got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, "cnnkernels.", op,
+                    ": stride, padding and dilation must have 2 elements each");
+  TORCH_CHECK_VALUE(stride[0] > 0 && stride[1] > 0, "cnnkernels.", op, ": stride must be positive, got ", stride);
+  TORCH_CHECK_VALUE(padding[0] >= 0 && padding[1] >= 0, "cnnkernels.", op, ": padding must be non-negative, got ",
+                    padding);
+  TORCH_CHECK_VALUE(dilation[0] > 0 && dilation[1] > 0, "cnnkernels.", op, ": dilation must be positive, got ",
+                    dilation);
+  TORCH_CHECK_VALUE(groups > 0, "cnnkernels.", op, ": groups must be positive, got ", groups);
+  ConvGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  g.Cout = weight.size(0); g.kH = weight.size(2); g.kW = weight.size(3);
+  g.sH = stride[0]; g.sW = stride[1]; g.pH = padding[0]; g.pW = padding[1]; g.dH = dilation[0]; g.dW = dilation[1];
+  g.groups = groups;
+  TORCH_CHECK_VALUE(g.C % groups == 0 && g.Cout % groups == 0, "cnnkernels.", op, ": groups=", groups,
+                    " must divide the input channels (", g.C, ") and ", warg, ".size(0) (", g.Cout, ")");
+  TORCH_CHECK_VALUE(weight.size(1) == g.C / groups, "cnnkernels.", op, ": ", warg, " must have C_in/groups = ",
+                    g.C / groups, " in dim 1 for input with ", g.C, " channels and groups=", groups, ", got shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(g.Cout > 0 && g.kH > 0 && g.kW > 0, "cnnkernels.", op, ": ", warg,
+                    " must have non-zero C_out and kernel size, got shape ", weight.sizes());
+  g.Ho = (g.H + 2 * g.pH - g.dH * (g.kH - 1) - 1) / g.sH + 1;
+  g.Wo = (g.W + 2 * g.pW - g.dW * (g.kW - 1) - 1) / g.sW + 1;
+  const bool too_small = (g.H + 2 * g.pH - g.dH * (g.kH - 1) - 1) < 0 || (g.W + 2 * g.pW - g.dW * (g.kW - 1) - 1) < 0;
+  TORCH_CHECK_VALUE(!too_small && g.Ho > 0 && g.Wo > 0, "cnnkernels.", op, ": input spatial size (", g.H, "x", g.W,
+                    ") with padding ", padding, " is smaller than the dilated kernel (", g.kH, "x", g.kW,
+                    ", dilation ", dilation, ")");
+  return g;
+}
+
+int64_t check_pointwise(const char* op, const at::Tensor& ref, const at::Tensor& weight, const char* arg,
+                        int64_t cin) {
+  check_like(op, ref, weight, arg);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == cin && weight.size(2) == 1 && weight.size(3) == 1 &&
+                        weight.size(0) > 0,
+                    "cnnkernels.", op, ": ", arg, " must be a 1x1 convolution weight [C_out, ", cin,
+                    ", 1, 1], got shape ", weight.sizes());
+  return weight.size(0);
+}
+
+void check_add_relu(const at::Tensor& input, const at::Tensor& residual) {
+  const auto dt = input.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
+                   "cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got ", dt);
+  check_like("add_relu", input, residual, "residual");
+  TORCH_CHECK_VALUE(input.sizes() == residual.sizes(), "cnnkernels.add_relu: residual must have the input's shape ",
+                    input.sizes(), ", got ", residual.sizes());
+}
+
+at::MemoryFormat output_memory_format(const at::Tensor& input) {
+  return input.suggest_memory_format();
+}
+
+}  // namespace cnnkernels

@@ -1,0 +1,47 @@
+#pragma once
+// Helpers shared by the CPU op wrappers.
+#include <ATen/core/Tensor.h>
+
+#include "cpu/kernels/kernel_table.h"
+
+namespace cnnkernels::cpu {
+
+inline DType kernel_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::F32;
+    case at::kBFloat16: return DType::BF16;
+    case at::kHalf: return DType::F16;
+    default: TORCH_CHECK_TYPE(false, "cnnkernels: no CPU kernel for dtype ", t.scalar_type());
+  }
+}
+
+// The whole image n of an NHWC (channels_last contiguous) tensor as kernel rows.
+inline RowsIn image_rows(const at::Tensor& nhwc, int64_t n) {
+  const int64_t C = nhwc.size(1), H = nhwc.size(2), W = nhwc.size(3);
+  const auto* base = static_cast<const char*>(nhwc.const_data_ptr()) + n * H * W * C * nhwc.element_size();
+  return RowsIn{base, kernel_dtype(nhwc), H, W, C, 0, H};
+}
+
+// Output rows starting at row oh0 of image n of an NHWC tensor, beginning at channel c0.
+inline RowsOut image_out(const at::Tensor& nhwc, int64_t n, int64_t oh0, int64_t c0 = 0) {
+  const int64_t C = nhwc.size(1), H = nhwc.size(2), W = nhwc.size(3);
+  auto* base = static_cast<char*>(nhwc.data_ptr()) + ((n * H + oh0) * W * C + c0) * nhwc.element_size();
+  return RowsOut{base, kernel_dtype(nhwc), W, C};
+}
+
+inline const void* pixel_ptr(const at::Tensor& nhwc, int64_t n, int64_t h, int64_t c0 = 0) {
+  const int64_t C = nhwc.size(1), H = nhwc.size(2), W = nhwc.size(3);
+  return static_cast<const char*>(nhwc.const_data_ptr()) + ((n * H + h) * W * C + c0) * nhwc.element_size();
+}
+
+// Optional bias as an fp32 contiguous tensor (undefined when absent).
+inline at::Tensor float_bias(const c10::optional<at::Tensor>& b) {
+  if (!b.has_value()) return at::Tensor();
+  return b->detach().to(at::kFloat).contiguous();
+}
+
+inline const float* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<float>() : nullptr;
+}
+
+}  // namespace cnnkernels::cpu

@@ -1,0 +1,87 @@
+// conv2d_act: act(conv2d(input, weight, bias) + residual) with bias, residual and activation applied in the kernel's
+// epilogue while the output tile is still in registers (no extra pass over memory).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "cpu/common.h"
+#include "cpu/conv2d_act.h"
+#include "cpu/weight_cache.h"
+
+namespace cnnkernels::cpu {
+
+at::Tensor conv2d_act_reference_fp64(const at::Tensor& input, const at::Tensor& weight,
+                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
+                                     const ConvGeom& g, Activation act) {
+  at::Tensor y = at::convolution(input, weight, bias, {g.sH, g.sW}, {g.pH, g.pW}, {g.dH, g.dW}, false, {0, 0}, g.groups);
+  if (residual.has_value()) y = y + *residual;
+  if (act == Activation::ReLU) y = at::relu(y);
+  if (act == Activation::ReLU6) y = at::clamp(y, 0, 6);
+  return y.contiguous(output_memory_format(input));
+}
+
+void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias_f32,
+                     const at::Tensor& res, const ConvGeom& g, Activation act, at::Tensor& y) {
+  const auto& k = kernels();
+  const bool depthwise = g.groups == g.C && g.Cout == g.C && g.groups > 1;
+  const at::Tensor wp = depthwise ? packed_depthwise_weight(weight) : packed_conv_weight(weight, g.groups, k.panel);
+  const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups;
+  const int64_t panels = (Cog + k.panel - 1) / k.panel;
+  const int64_t group_stride = panels * g.kH * g.kW * Cg * k.panel;
+  const int64_t es = x.element_size();
+  // Parallel over output rows of all images; each task handles whole row ranges of one image at a time.
+  at::parallel_for(0, g.N * g.Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end;) {
+      const int64_t n = r / g.Ho, oh0 = r % g.Ho, oh1 = std::min(g.Ho, oh0 + (end - r));
+      const RowsIn in = image_rows(x, n);
+      RowsOut out = image_out(y, n, oh0);
+      const void* rp = res.defined() ? pixel_ptr(res, n, oh0) : nullptr;
+      if (depthwise) {
+        k.depthwise_rows(DwRowsArgs{in, g.C, wp.const_data_ptr<float>(), g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH,
+                                    g.dW, ptr_or_null(bias_f32), out, rp, g.Cout, act, oh0, oh1});
+      } else {
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          RowsIn gin = in;
+          gin.data = static_cast<const char*>(in.data) + grp * Cg * es;
+          RowsOut gout = out;
+          gout.data = static_cast<char*>(out.data) + grp * Cog * es;
+          const void* grp_res = rp ? static_cast<const char*>(rp) + grp * Cog * es : nullptr;
+          const float* b = bias_f32.defined() ? bias_f32.const_data_ptr<float>() + grp * Cog : nullptr;
+          k.conv_rows(ConvRowsArgs{gin, Cg, wp.const_data_ptr<float>() + grp * group_stride, Cog, g.kH, g.kW, g.sH,
+                                   g.sW, g.pH, g.pW, g.dH, g.dW, b, gout, grp_res, g.Cout, act, oh0, oh1});
+        }
+      }
+      r += oh1 - oh0;
+    }
+  });
+}
+
+namespace {
+
+at::Tensor conv2d_act_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          const c10::optional<at::Tensor>& residual, c10::IntArrayRef stride,
+                          c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                          c10::string_view activation) {
+  const char* op = "conv2d_act";
+  const ConvGeom g = check_conv(op, input, weight, "weight", stride, padding, dilation, groups);
+  check_bias(op, input, bias, g.Cout, "bias");
+  if (residual.has_value()) check_shape(op, input, *residual, "residual", {g.N, g.Cout, g.Ho, g.Wo});
+  const Activation act = parse_activation(op, "activation", activation);
+  const auto fmt = output_memory_format(input);
+  if (input.scalar_type() == at::kDouble) return conv2d_act_reference_fp64(input, weight, bias, residual, g, act);
+  at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y.contiguous(fmt);
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor res = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
+  conv2d_act_nhwc(x, weight, float_bias(bias), res, g, act, y);
+  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cnnkernels, CPU, m) {
+  m.impl("conv2d_act", &conv2d_act_cpu);
+}
+
+}  // namespace cnnkernels::cpu

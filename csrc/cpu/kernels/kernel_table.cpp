@@ -1,0 +1,265 @@
+// SIMD kernels, compiled once per ISA level (CMake sets CPU_CAPABILITY to DEFAULT, AVX2 or AVX512 and the matching
+// -m flags). Written against ATen's Vectorized<float>, whose width follows CPU_CAPABILITY, so one source serves all.
+// All arithmetic is fp32; fp16/bf16 tensors are widened on load and rounded once on store.
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernels/kernel_table.h"
+
+namespace cnnkernels::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int V = Vec::size();
+constexpr int NR = 2 * V;  // output channels per microkernel tile (= packed weight panel width)
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int MR = 12;     // 24 accumulators + 2 weight vectors + 1 broadcast of the 32 zmm registers
+#elif defined(CPU_CAPABILITY_AVX2)
+constexpr int MR = 6;      // 12 accumulators + 3 of the 16 ymm registers
+#else
+constexpr int MR = 4;
+#endif
+
+template <typename T>
+inline float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+// Loads n <= V elements as fp32 lanes (the rest zero).
+template <typename T>
+inline Vec load(const T* p, int n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return n == V ? Vec::loadu(p) : Vec::loadu(p, n);
+  } else {
+    alignas(64) float tmp[V] = {};
+    for (int i = 0; i < n; ++i) tmp[i] = static_cast<float>(p[i]);
+    return Vec::loadu(tmp);
+  }
+}
+
+template <typename T>
+inline void store(T* p, const Vec& v, int n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (n == V) v.store(p); else v.store(p, n);
+  } else {
+    alignas(64) float tmp[V];
+    v.store(tmp);
+    for (int i = 0; i < n; ++i) p[i] = static_cast<T>(tmp[i]);
+  }
+}
+
+// NaN-propagating, like torch.relu / F.relu6.
+inline Vec activate(Vec v, Activation act) {
+  switch (act) {
+    case Activation::None: return v;
+    case Activation::ReLU: return at::vec::maximum(v, Vec(0.f));
+    case Activation::ReLU6: return at::vec::minimum(at::vec::maximum(v, Vec(0.f)), Vec(6.f));
+  }
+  return v;
+}
+
+template <typename F>
+inline void with_type(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); return;
+    case DType::BF16: f(c10::BFloat16{}); return;
+    case DType::F16: f(c10::Half{}); return;
+  }
+}
+
+// A per-thread buffer of zeros standing in for padding pixels, so the conv inner loop has no bounds checks.
+template <typename T>
+const T* zeros(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.assign(n, T(0));
+  return buf.data();
+}
+
+template <typename T>
+inline const T* row_ptr(const RowsIn& in, int64_t h) {
+  return static_cast<const T*>(in.data) + (h - in.row0) * in.W * in.ld;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// add_relu over a contiguous range.
+template <typename T>
+void add_relu_impl(const T* a, const T* b, T* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + V <= n; i += V) store(out + i, at::vec::maximum(load(a + i, V) + load(b + i, V), Vec(0.f)), V);
+  if (i < n) {
+    const int r = static_cast<int>(n - i);
+    store(out + i, at::vec::maximum(load(a + i, r) + load(b + i, r), Vec(0.f)), r);
+  }
+}
+
+void add_relu(DType t, const void* a, const void* b, void* out, int64_t n) {
+  with_type(t, [&](auto tag) {
+    using T = decltype(tag);
+    add_relu_impl(static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Direct NHWC convolution: an MR-pixel x NR-channel register tile, reduction over (kh, kw, c_in). The weight panel for
+// the tile is contiguous ([kh][kw][c][NR]), the input pixels are broadcast one channel at a time.
+template <typename TX, typename TY>
+inline void conv_epilogue(const ConvRowsArgs& a, Vec (&acc)[2][MR], int64_t oh, int64_t ow0, int mr, int64_t n0,
+                          int nv) {
+  TY* y = static_cast<TY*>(a.y.data);
+  const TY* res = static_cast<const TY*>(a.res);
+  for (int i = 0; i < mr; ++i) {
+    const int64_t pix = (oh - a.oh0) * a.y.Wo + ow0 + i;
+    TY* yp = y + pix * a.y.ld + n0;
+    const TY* rp = res ? res + pix * a.res_ld + n0 : nullptr;
+    for (int j = 0; j < 2; ++j) {
+      const int cnt = std::min(V, nv - j * V);
+      if (cnt <= 0) break;
+      Vec v = acc[j][i];
+      if (a.bias) v = v + load(a.bias + n0 + j * V, cnt);
+      if (rp) v = v + load(rp + j * V, cnt);
+      store(yp + j * V, activate(v, a.act), cnt);
+    }
+  }
+}
+
+template <typename TX, typename TY>
+void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow0, int mr, int64_t n0, int nv,
+               const TX* zero) {
+  Vec acc[2][MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[0][i] = acc[1][i] = Vec(0.f);
+  const int64_t Cin = a.Cin;
+  for (int64_t kh = 0; kh < a.kH; ++kh) {
+    const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
+    if (ih < 0 || ih >= a.x.H) continue;
+    const TX* row = row_ptr<TX>(a.x, ih);
+    for (int64_t kw = 0; kw < a.kW; ++kw) {
+      const TX* ap[MR];
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const int64_t iw = (ow0 + i) * a.sW - a.pW + kw * a.dW;
+        ap[i] = (i < mr && iw >= 0 && iw < a.x.W) ? row + iw * a.x.ld : zero;
+      }
+      const float* b = panel + (kh * a.kW + kw) * Cin * NR;
+      for (int64_t c = 0; c < Cin; ++c, b += NR) {
+        const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+          const Vec av(to_float(ap[i][c]));
+          acc[0][i] = at::vec::fmadd(av, b0, acc[0][i]);
+          acc[1][i] = at::vec::fmadd(av, b1, acc[1][i]);
+        }
+      }
+    }
+  }
+  conv_epilogue<TX, TY>(a, acc, oh, ow0, mr, n0, nv);
+}
+
+template <typename TX, typename TY>
+void conv_rows_impl(const ConvRowsArgs& a) {
+  const TX* zero = zeros<TX>(a.Cin);
+  const int64_t panels = (a.Cout + NR - 1) / NR;
+  const int64_t panel_size = a.kH * a.kW * a.Cin * NR;
+  for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
+    // Panel-outer: one weight panel stays in L1/L2 while the row's pixels stream past it.
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t n0 = p * NR;
+      const int nv = static_cast<int>(std::min<int64_t>(NR, a.Cout - n0));
+      for (int64_t ow0 = 0; ow0 < a.y.Wo; ow0 += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, a.y.Wo - ow0));
+        conv_tile<TX, TY>(a, a.wpack + p * panel_size, oh, ow0, mr, n0, nv, zero);
+      }
+    }
+  }
+}
+
+void conv_rows(const ConvRowsArgs& a) {
+  with_type(a.x.type, [&](auto tx) {
+    with_type(a.y.type, [&](auto ty) { conv_rows_impl<decltype(tx), decltype(ty)>(a); });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Depthwise NHWC convolution, vectorised over channels.
+template <typename TX, typename TY>
+void depthwise_rows_impl(const DwRowsArgs& a) {
+  TY* y = static_cast<TY*>(a.y.data);
+  const TY* res = static_cast<const TY*>(a.res);
+  for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
+    const int64_t kh0 = std::max<int64_t>(0, (a.pH - oh * a.sH + a.dH - 1) / a.dH);
+    for (int64_t ow = 0; ow < a.y.Wo; ++ow) {
+      const int64_t pix = (oh - a.oh0) * a.y.Wo + ow;
+      TY* yp = y + pix * a.y.ld;
+      const TY* rp = res ? res + pix * a.res_ld : nullptr;
+      for (int64_t c0 = 0; c0 < a.C; c0 += V) {
+        const int cnt = static_cast<int>(std::min<int64_t>(V, a.C - c0));
+        Vec acc = a.bias ? load(a.bias + c0, cnt) : Vec(0.f);
+        for (int64_t kh = kh0; kh < a.kH; ++kh) {
+          const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
+          if (ih >= a.x.H) break;
+          const TX* row = row_ptr<TX>(a.x, ih);
+          for (int64_t kw = 0; kw < a.kW; ++kw) {
+            const int64_t iw = ow * a.sW - a.pW + kw * a.dW;
+            if (iw < 0 || iw >= a.x.W) continue;
+            acc = at::vec::fmadd(load(row + iw * a.x.ld + c0, cnt), load(a.w + (kh * a.kW + kw) * a.C + c0, cnt), acc);
+          }
+        }
+        if (rp) acc = acc + load(rp + c0, cnt);
+        store(yp + c0, activate(acc, a.act), cnt);
+      }
+    }
+  }
+}
+
+void depthwise_rows(const DwRowsArgs& a) {
+  with_type(a.x.type, [&](auto tx) {
+    with_type(a.y.type, [&](auto ty) { depthwise_rows_impl<decltype(tx), decltype(ty)>(a); });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+template <typename TX, typename TY>
+void maxpool3x3_rows_impl(const MaxPoolRowsArgs& a) {
+  TY* y = static_cast<TY*>(a.y.data);
+  const Vec ninf(-std::numeric_limits<float>::infinity());
+  for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
+    for (int64_t ow = 0; ow < a.y.Wo; ++ow) {
+      TY* yp = y + ((oh - a.oh0) * a.y.Wo + ow) * a.y.ld;
+      for (int64_t c0 = 0; c0 < a.C; c0 += V) {
+        const int cnt = static_cast<int>(std::min<int64_t>(V, a.C - c0));
+        Vec m = ninf;
+        for (int64_t ih = std::max<int64_t>(oh - 1, 0); ih <= std::min(oh + 1, a.x.H - 1); ++ih) {
+          const TX* row = row_ptr<TX>(a.x, ih);
+          for (int64_t iw = std::max<int64_t>(ow - 1, 0); iw <= std::min(ow + 1, a.x.W - 1); ++iw)
+            m = at::vec::maximum(m, load(row + iw * a.x.ld + c0, cnt));
+        }
+        store(yp + c0, m, cnt);
+      }
+    }
+  }
+}
+
+void maxpool3x3_rows(const MaxPoolRowsArgs& a) {
+  with_type(a.x.type, [&](auto tx) {
+    with_type(a.y.type, [&](auto ty) { maxpool3x3_rows_impl<decltype(tx), decltype(ty)>(a); });
+  });
+}
+
+}  // namespace
+
+const KernelTable& table() {
+#define CNNKERNELS_STR2(x) #x
+#define CNNKERNELS_STR(x) CNNKERNELS_STR2(x)
+  static const KernelTable t{CNNKERNELS_STR(CPU_CAPABILITY), NR, add_relu, conv_rows, depthwise_rows, maxpool3x3_rows};
+  return t;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cnnkernels::cpu

@@ -1,0 +1,89 @@
+#pragma once
+// The interface between the op wrappers (plain C++, compiled once) and the SIMD kernels (kernel_table.cpp, compiled
+// once per ISA level into namespace cnnkernels::cpu::<ISA>). Everything crossing it is plain data: raw pointers, sizes,
+// element types. Kernels are single-threaded over the row range they are given; the wrappers parallelise.
+#include <cstdint>
+
+#include "common/checks.h"
+
+namespace cnnkernels::cpu {
+
+// Element types the kernels read and write. Scratch buffers between fused stages are always F32.
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+// A band of NHWC pixel rows. Pixel (h, w) of the image lives at data + ((h - row0) * W + w) * ld elements; only rows
+// [row0, row1) are stored, rows outside [0, H) are zero padding. Lets a fused stage read a rolling window of rows.
+struct RowsIn {
+  const void* data;
+  DType type;
+  int64_t H, W, ld, row0, row1;
+};
+
+// Output rows [oh0, oh1) of an NHWC image; pixel (oh, ow) at data + ((oh - oh0) * Wo + ow) * ld (+ channel).
+struct RowsOut {
+  void* data;
+  DType type;
+  int64_t Wo, ld;
+};
+
+struct ConvRowsArgs {
+  RowsIn x;
+  int64_t Cin;                // channels read from each input pixel
+  const float* wpack;         // weights packed by pack_conv_weight for this ISA's panel width
+  int64_t Cout, kH, kW, sH, sW, pH, pW, dH, dW;
+  const float* bias;          // [Cout] fp32 or nullptr
+  RowsOut y;
+  const void* res;            // residual, indexed like y (same type, its own ld), or nullptr
+  int64_t res_ld;
+  Activation act;
+  int64_t oh0, oh1;
+};
+
+// Depthwise (one filter per channel) conv over output rows [oh0, oh1).
+struct DwRowsArgs {
+  RowsIn x;
+  int64_t C;
+  const float* w;             // [kH*kW][C] fp32 (pack_depthwise_weight)
+  int64_t kH, kW, sH, sW, pH, pW, dH, dW;
+  const float* bias;          // [C] fp32 or nullptr
+  RowsOut y;
+  const void* res;
+  int64_t res_ld;
+  Activation act;
+  int64_t oh0, oh1;
+};
+
+// 3x3, stride 1, padding 1 max pool over output rows [oh0, oh1) (padding never wins the max, as in PyTorch).
+struct MaxPoolRowsArgs {
+  RowsIn x;
+  int64_t C;
+  RowsOut y;
+  int64_t oh0, oh1;
+};
+
+struct KernelTable {
+  const char* isa;
+  int64_t panel;  // output channels per packed weight panel (conv weights are packed for this width)
+  void (*add_relu)(DType t, const void* a, const void* b, void* out, int64_t n);
+  void (*conv_rows)(const ConvRowsArgs& args);
+  void (*depthwise_rows)(const DwRowsArgs& args);
+  void (*maxpool3x3_rows)(const MaxPoolRowsArgs& args);
+};
+
+// The table for the best ISA this CPU supports and ATEN_CPU_CAPABILITY allows (decided once per process).
+const KernelTable& kernels();
+
+#define CNNKERNELS_DECLARE_TABLE(ISA) \
+  namespace ISA { const KernelTable& table(); }
+#ifdef CNNKERNELS_HAVE_DEFAULT
+CNNKERNELS_DECLARE_TABLE(DEFAULT)
+#endif
+#ifdef CNNKERNELS_HAVE_AVX2
+CNNKERNELS_DECLARE_TABLE(AVX2)
+#endif
+#ifdef CNNKERNELS_HAVE_AVX512
+CNNKERNELS_DECLARE_TABLE(AVX512)
+#endif
+#undef CNNKERNELS_DECLARE_TABLE
+
+}  // namespace cnnkernels::cpu
