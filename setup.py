@@ -98,6 +98,9 @@ class CMakeBuild(build_ext):
               f"CUDA kernels {'ON' if build_cuda else 'OFF'} ({reason}), "
               f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<default>')}, "
               f"sanitize={os.environ.get('CNNKERNELS_SANITIZE', '') or 'none'}", flush=True)
+        # A library left from an earlier configuration (e.g. CUDA before USE_CUDA=0) must not be shipped.
+        for stale in out_dir.glob("*.so"):
+            stale.unlink()
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_temp), *args], check=True)
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
         subprocess.run(["cmake", "--build", str(build_temp), "--parallel", jobs], check=True)

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers shared by the CPU op wrappers.
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 
 #include "cpu/kernels/kernel_table.h"
 
@@ -19,7 +19,7 @@ inline DType kernel_dtype(const at::Tensor& t) {
 inline RowsIn image_rows(const at::Tensor& nhwc, int64_t n) {
   const int64_t C = nhwc.size(1), H = nhwc.size(2), W = nhwc.size(3);
   const auto* base = static_cast<const char*>(nhwc.const_data_ptr()) + n * H * W * C * nhwc.element_size();
-  return RowsIn{base, kernel_dtype(nhwc), H, W, C, 0, H};
+  return RowsIn{base, kernel_dtype(nhwc), H, W, C, 0};
 }
 
 // Output rows starting at row oh0 of image n of an NHWC tensor, beginning at channel c0.
@@ -42,6 +42,13 @@ inline at::Tensor float_bias(const c10::optional<at::Tensor>& b) {
 
 inline const float* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<float>() : nullptr;
+}
+
+// Activations for the fp64 paths (ATen-computed, used by gradcheck): NaN-propagating like the kernels.
+inline at::Tensor activation_reference(const at::Tensor& y, Activation a) {
+  if (a == Activation::ReLU) return at::relu(y);
+  if (a == Activation::ReLU6) return at::hardtanh(y, 0, 6);
+  return y;
 }
 
 }  // namespace cnnkernels::cpu

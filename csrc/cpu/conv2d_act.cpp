@@ -7,6 +7,7 @@
 #include "common/checks.h"
 #include "cpu/common.h"
 #include "cpu/conv2d_act.h"
+#include "cpu/stages.h"
 #include "cpu/weight_cache.h"
 
 namespace cnnkernels::cpu {
@@ -16,9 +17,7 @@ at::Tensor conv2d_act_reference_fp64(const at::Tensor& input, const at::Tensor& 
                                      const ConvGeom& g, Activation act) {
   at::Tensor y = at::convolution(input, weight, bias, {g.sH, g.sW}, {g.pH, g.pW}, {g.dH, g.dW}, false, {0, 0}, g.groups);
   if (residual.has_value()) y = y + *residual;
-  if (act == Activation::ReLU) y = at::relu(y);
-  if (act == Activation::ReLU6) y = at::clamp(y, 0, 6);
-  return y.contiguous(output_memory_format(input));
+  return activation_reference(y, act).contiguous(output_memory_format(input));
 }
 
 void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias_f32,
@@ -30,6 +29,7 @@ void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Te
   const int64_t panels = (Cog + k.panel - 1) / k.panel;
   const int64_t group_stride = panels * g.kH * g.kW * Cg * k.panel;
   const int64_t es = x.element_size();
+  const bool pointwise_s1 = g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 && g.pH == 0 && g.pW == 0;
   // Parallel over output rows of all images; each task handles whole row ranges of one image at a time.
   at::parallel_for(0, g.N * g.Ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end;) {
@@ -40,6 +40,14 @@ void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Te
       if (depthwise) {
         k.depthwise_rows(DwRowsArgs{in, g.C, wp.const_data_ptr<float>(), g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH,
                                     g.dW, ptr_or_null(bias_f32), out, rp, g.Cout, act, oh0, oh1});
+      } else if (pointwise_s1) {
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          pointwise(k, static_cast<const char*>(pixel_ptr(x, n, oh0)) + grp * Cg * es, in.type, g.C,
+                    (oh1 - oh0) * g.Wo, Cg, wp.const_data_ptr<float>() + grp * group_stride, Cog,
+                    bias_f32.defined() ? bias_f32.const_data_ptr<float>() + grp * Cog : nullptr,
+                    static_cast<char*>(out.data) + grp * Cog * es, out.type, g.Cout,
+                    rp ? static_cast<const char*>(rp) + grp * Cog * es : nullptr, g.Cout, act);
+        }
       } else {
         for (int64_t grp = 0; grp < g.groups; ++grp) {
           RowsIn gin = in;

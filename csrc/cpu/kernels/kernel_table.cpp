@@ -84,7 +84,8 @@ const T* zeros(int64_t n) {
 
 template <typename T>
 inline const T* row_ptr(const RowsIn& in, int64_t h) {
-  return static_cast<const T*>(in.data) + (h - in.row0) * in.W * in.ld;
+  const int64_t slot = in.ring > 0 ? h % in.ring : h - in.row0;
+  return static_cast<const T*>(in.data) + slot * in.W * in.ld;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,12 +11,14 @@ namespace cnnkernels::cpu {
 // Element types the kernels read and write. Scratch buffers between fused stages are always F32.
 enum class DType : int { F32 = 0, BF16 = 1, F16 = 2 };
 
-// A band of NHWC pixel rows. Pixel (h, w) of the image lives at data + ((h - row0) * W + w) * ld elements; only rows
-// [row0, row1) are stored, rows outside [0, H) are zero padding. Lets a fused stage read a rolling window of rows.
+// A band of NHWC pixel rows. Pixel (h, w) of the image lives at data + (slot(h) * W + w) * ld elements, where
+// slot(h) = h - row0, or h % ring when ring > 0 (a ring buffer of `ring` rows). Rows outside [0, H) are zero padding.
+// Lets a fused stage read a window of rows that an earlier stage produced into a small scratch buffer.
 struct RowsIn {
   const void* data;
   DType type;
-  int64_t H, W, ld, row0, row1;
+  int64_t H, W, ld, row0;
+  int64_t ring = 0;
 };
 
 // Output rows [oh0, oh1) of an NHWC image; pixel (oh, ow) at data + ((oh - oh0) * Wo + ow) * ld (+ channel).

@@ -1,0 +1,146 @@
+// inception_block: the GoogLeNet module. Every branch writes straight into its channel slice of the NHWC output (the
+// kernels take the output's pixel stride), so there is no concat pass. Phase 1 runs the three 1x1 convs that read the
+// input (branch 1 into the output, the two reductions into fp32 scratch) and the 3x3 max pool + 1x1 of branch 4 row
+// band by row band; phase 2 runs the two KxK convs over the reduced scratch into their output slices.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "cpu/common.h"
+#include "cpu/stages.h"
+#include "cpu/weight_cache.h"
+
+namespace cnnkernels::cpu {
+
+namespace {
+
+constexpr int64_t kPoolBandBytes = 128 * 1024;
+
+struct IncGeom {
+  int64_t N, C, H, W, c1, c2r, c2, c3r, c3, c4;
+  int64_t Ctot() const { return c1 + c2 + c3 + c4; }
+};
+
+int64_t check_branch_conv(const char* op, const at::Tensor& input, const at::Tensor& w, const char* arg, int64_t cin) {
+  check_like(op, input, w, arg);
+  TORCH_CHECK_VALUE(w.dim() == 4 && w.size(0) > 0 && w.size(1) == cin && w.size(2) % 2 == 1 && w.size(3) % 2 == 1,
+                    "cnnkernels.inception_block: ", arg, " must have shape [C_out, ", cin,
+                    ", kH, kW] with odd kH and kW, got shape ", w.sizes());
+  return w.size(0);
+}
+
+IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at::Tensor& b1,
+                        const at::Tensor& w2_reduce, const at::Tensor& b2_reduce, const at::Tensor& w2,
+                        const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
+                        const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4) {
+  const char* op = "inception_block";
+  check_input(op, input);
+  IncGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inception_block: input spatial size must be non-zero, got ", g.H,
+                    "x", g.W);
+  g.c1 = check_pointwise(op, input, w1, "w1", g.C);
+  check_bias(op, input, b1, g.c1, "b1");
+  g.c2r = check_pointwise(op, input, w2_reduce, "w2_reduce", g.C);
+  check_bias(op, input, b2_reduce, g.c2r, "b2_reduce");
+  g.c2 = check_branch_conv(op, input, w2, "w2", g.c2r);
+  check_bias(op, input, b2, g.c2, "b2");
+  g.c3r = check_pointwise(op, input, w3_reduce, "w3_reduce", g.C);
+  check_bias(op, input, b3_reduce, g.c3r, "b3_reduce");
+  g.c3 = check_branch_conv(op, input, w3, "w3", g.c3r);
+  check_bias(op, input, b3, g.c3, "b3");
+  g.c4 = check_pointwise(op, input, w4, "w4", g.C);
+  check_bias(op, input, b4, g.c4, "b4");
+  return g;
+}
+
+at::Tensor branch_fp64(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return at::relu(at::conv2d(x, w, b, {1, 1}, {w.size(2) / 2, w.size(3) / 2}));
+}
+
+at::Tensor inception_block_cpu(const at::Tensor& input, const at::Tensor& w1, const at::Tensor& b1,
+                               const at::Tensor& w2_reduce, const at::Tensor& b2_reduce, const at::Tensor& w2,
+                               const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
+                               const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4,
+                               const at::Tensor& b4) {
+  const IncGeom g = check_inception(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4);
+  const auto fmt = output_memory_format(input);
+  if (input.scalar_type() == at::kDouble) {  // fp64 exists for gradcheck; ATen computes it
+    return at::cat({branch_fp64(input, w1, b1), branch_fp64(branch_fp64(input, w2_reduce, b2_reduce), w2, b2),
+                    branch_fp64(branch_fp64(input, w3_reduce, b3_reduce), w3, b3),
+                    branch_fp64(at::max_pool2d(input, {3, 3}, {1, 1}, {1, 1}), w4, b4)},
+                   1)
+        .contiguous(fmt);
+  }
+  const int64_t Ct = g.Ctot();
+  at::Tensor y = at::empty({g.N, Ct, g.H, g.W}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y.contiguous(fmt);
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto& k = kernels();
+  const int64_t P = k.panel;
+  const at::Tensor pw1 = packed_conv_weight(w1, 1, P), pw2r = packed_conv_weight(w2_reduce, 1, P),
+                   pw2 = packed_conv_weight(w2, 1, P), pw3r = packed_conv_weight(w3_reduce, 1, P),
+                   pw3 = packed_conv_weight(w3, 1, P), pw4 = packed_conv_weight(w4, 1, P);
+  const at::Tensor fb1 = float_bias(b1), fb2r = float_bias(b2_reduce), fb2 = float_bias(b2),
+                   fb3r = float_bias(b3_reduce), fb3 = float_bias(b3), fb4 = float_bias(b4);
+  const at::Tensor r2 = at::empty({g.N, g.H, g.W, g.c2r}, x.options().dtype(at::kFloat));
+  const at::Tensor r3 = at::empty({g.N, g.H, g.W, g.c3r}, x.options().dtype(at::kFloat));
+  float* r2p = r2.data_ptr<float>();
+  float* r3p = r3.data_ptr<float>();
+  const DType xt = kernel_dtype(x);
+  const int64_t es = y.element_size();
+  auto out_at = [&](int64_t n, int64_t h, int64_t c0) {
+    return static_cast<char*>(y.data_ptr()) + (((n * g.H + h) * g.W) * Ct + c0) * es;
+  };
+  const int64_t pool_band = std::clamp<int64_t>(kPoolBandBytes / (g.W * g.C * 4), 1, g.H);
+
+  at::parallel_for(0, g.N * g.H, 1, [&](int64_t begin, int64_t end) {
+    float* pooled = scratch(static_cast<size_t>(pool_band * g.W * g.C), 0);
+    for (int64_t r = begin; r < end;) {
+      const int64_t n = r / g.H, h0 = r % g.H, h1 = std::min(g.H, h0 + (end - r)), npix = (h1 - h0) * g.W;
+      const void* xp = pixel_ptr(x, n, h0);
+      const int64_t pix0 = (n * g.H + h0) * g.W;
+      pointwise(k, xp, xt, g.C, npix, g.C, pw1.const_data_ptr<float>(), g.c1, fb1.const_data_ptr<float>(),
+                out_at(n, h0, 0), xt, Ct, nullptr, 0, Activation::ReLU);
+      pointwise(k, xp, xt, g.C, npix, g.C, pw2r.const_data_ptr<float>(), g.c2r, fb2r.const_data_ptr<float>(),
+                r2p + pix0 * g.c2r, DType::F32, g.c2r, nullptr, 0, Activation::ReLU);
+      pointwise(k, xp, xt, g.C, npix, g.C, pw3r.const_data_ptr<float>(), g.c3r, fb3r.const_data_ptr<float>(),
+                r3p + pix0 * g.c3r, DType::F32, g.c3r, nullptr, 0, Activation::ReLU);
+      for (int64_t b0 = h0; b0 < h1; b0 += pool_band) {
+        const int64_t b1_ = std::min(h1, b0 + pool_band);
+        k.maxpool3x3_rows(MaxPoolRowsArgs{image_rows(x, n), g.C, RowsOut{pooled, DType::F32, g.W, g.C}, b0, b1_});
+        pointwise(k, pooled, DType::F32, g.C, (b1_ - b0) * g.W, g.C, pw4.const_data_ptr<float>(), g.c4,
+                  fb4.const_data_ptr<float>(), out_at(n, b0, g.c1 + g.c2 + g.c3), xt, Ct, nullptr, 0,
+                  Activation::ReLU);
+      }
+      r += h1 - h0;
+    }
+  });
+
+  at::parallel_for(0, g.N * g.H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end;) {
+      const int64_t n = r / g.H, h0 = r % g.H, h1 = std::min(g.H, h0 + (end - r));
+      auto branch = [&](const float* red, int64_t cr, const at::Tensor& w, const at::Tensor& pw, const at::Tensor& b,
+                        int64_t cout, int64_t c0) {
+        const int64_t kH = w.size(2), kW = w.size(3);
+        k.conv_rows(ConvRowsArgs{RowsIn{red + n * g.H * g.W * cr, DType::F32, g.H, g.W, cr, 0}, cr,
+                                 pw.const_data_ptr<float>(), cout, kH, kW, 1, 1, kH / 2, kW / 2, 1, 1,
+                                 b.const_data_ptr<float>(), RowsOut{out_at(n, h0, c0), xt, g.W, Ct}, nullptr, 0,
+                                 Activation::ReLU, h0, h1});
+      };
+      branch(r2p, g.c2r, w2, pw2, fb2, g.c2, g.c1);
+      branch(r3p, g.c3r, w3, pw3, fb3, g.c3, g.c1 + g.c2);
+      r += h1 - h0;
+    }
+  });
+  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cnnkernels, CPU, m) {
+  m.impl("inception_block", &inception_block_cpu);
+}
+
+}  // namespace cnnkernels::cpu

@@ -1,0 +1,140 @@
+// inverted_residual: the MobileNet-v2 bottleneck (1x1 expand + act, depthwise KxK + act, linear 1x1 project, + input)
+// in one pass. Each task walks its output rows in bands: the expanded rows a band needs are computed into a per-thread
+// ring buffer (rows shared with the previous band are kept, not recomputed), the depthwise band goes to a second small
+// buffer, and the projection writes the output with the residual added in its epilogue. The 6x-expanded activation
+// never leaves L2.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "cpu/common.h"
+#include "cpu/stages.h"
+#include "cpu/weight_cache.h"
+
+namespace cnnkernels::cpu {
+
+namespace {
+
+constexpr int64_t kMinBandPixels = 48;          // projection GEMM rows per call (small maps batch several rows)
+constexpr int64_t kBandBytes = 256 * 1024;      // depthwise band buffer per thread
+
+struct IRGeom {
+  int64_t N, C, H, W, hidden, kH, kW, stride, pH, pW, Ho, Wo, Cout;
+  bool expand, residual;
+  Activation act;
+};
+
+IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                               const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                               const at::Tensor& dw_bias, const at::Tensor& project_weight,
+                               const at::Tensor& project_bias, int64_t stride, bool residual,
+                               c10::string_view activation) {
+  const char* op = "inverted_residual";
+  check_input(op, input);
+  IRGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inverted_residual: input spatial size must be non-zero, got ", g.H,
+                    "x", g.W);
+  g.expand = expand_weight.has_value();
+  if (g.expand) {
+    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
+    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
+  } else {
+    TORCH_CHECK_VALUE(!expand_bias.has_value(),
+                      "cnnkernels.inverted_residual: expand_bias must be None when expand_weight is None");
+    g.hidden = g.C;
+  }
+  TORCH_CHECK_VALUE(stride > 0, "cnnkernels.inverted_residual: stride must be positive, got ", stride);
+  check_like(op, input, dw_weight, "dw_weight");
+  TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
+                        dw_weight.size(2) % 2 == 1 && dw_weight.size(3) % 2 == 1,
+                    "cnnkernels.inverted_residual: dw_weight must have shape [", g.hidden,
+                    ", 1, kH, kW] with odd kH and kW, got shape ", dw_weight.sizes());
+  check_bias(op, input, dw_bias, g.hidden, "dw_bias");
+  g.Cout = check_pointwise(op, input, project_weight, "project_weight", g.hidden);
+  check_bias(op, input, project_bias, g.Cout, "project_bias");
+  TORCH_CHECK_VALUE(!residual || (stride == 1 && g.Cout == g.C),
+                    "cnnkernels.inverted_residual: residual=True needs stride 1 and as many output as input channels, "
+                    "got stride ", stride, ", ", g.C, " -> ", g.Cout, " channels");
+  g.act = parse_activation(op, "activation", activation);
+  g.residual = residual;
+  g.stride = stride;
+  g.kH = dw_weight.size(2); g.kW = dw_weight.size(3);
+  g.pH = g.kH / 2; g.pW = g.kW / 2;
+  g.Ho = (g.H - 1) / stride + 1;
+  g.Wo = (g.W - 1) / stride + 1;
+  return g;
+}
+
+at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                                 const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                                 const at::Tensor& dw_bias, const at::Tensor& project_weight,
+                                 const at::Tensor& project_bias, int64_t stride, bool residual,
+                                 c10::string_view activation) {
+  const IRGeom g = check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
+                                           project_bias, stride, residual, activation);
+  const auto fmt = output_memory_format(input);
+  if (input.scalar_type() == at::kDouble) {  // fp64 exists for gradcheck; ATen computes it
+    at::Tensor h = input;
+    if (g.expand) h = activation_reference(at::conv2d(h, *expand_weight, expand_bias), g.act);
+    h = activation_reference(at::conv2d(h, dw_weight, dw_bias, {g.stride, g.stride}, {g.pH, g.pW}, {1, 1}, g.hidden),
+                             g.act);
+    h = at::conv2d(h, project_weight, project_bias);
+    if (g.residual) h = h + input;
+    return h.contiguous(fmt);
+  }
+  at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y.contiguous(fmt);
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto& k = kernels();
+  const at::Tensor ew = g.expand ? packed_conv_weight(*expand_weight, 1, k.panel) : at::Tensor();
+  const at::Tensor eb = g.expand ? float_bias(expand_bias) : at::Tensor();
+  const at::Tensor dw = packed_depthwise_weight(dw_weight), db = float_bias(dw_bias);
+  const at::Tensor pw = packed_conv_weight(project_weight, 1, k.panel), pb = float_bias(project_bias);
+  const DType xt = kernel_dtype(x);
+
+  int64_t band = std::clamp<int64_t>((kMinBandPixels + g.Wo - 1) / g.Wo, 1, g.Ho);
+  band = std::max<int64_t>(1, std::min(band, kBandBytes / (g.Wo * g.hidden * 4)));
+  const int64_t ring = (band - 1) * g.stride + g.kH;  // input rows one band reads: consecutive, so distinct mod ring
+
+  at::parallel_for(0, g.N * g.Ho, 1, [&](int64_t begin, int64_t end) {
+    float* E = g.expand ? scratch(static_cast<size_t>(ring * g.W * g.hidden), 0) : nullptr;
+    float* D = scratch(static_cast<size_t>(band * g.Wo * g.hidden), 1);
+    int64_t cur_n = -1, next_ih = 0;  // expanded rows [.., next_ih) of image cur_n are in the ring
+    for (int64_t r = begin; r < end;) {
+      const int64_t n = r / g.Ho, oh0 = r % g.Ho, oh1 = std::min({g.Ho, oh0 + (end - r), oh0 + band});
+      RowsIn src = image_rows(x, n);
+      if (g.expand) {
+        const int64_t lo = std::max<int64_t>(0, oh0 * g.stride - g.pH);
+        const int64_t hi = std::min(g.H, (oh1 - 1) * g.stride - g.pH + g.kH);
+        if (n != cur_n || next_ih < lo) next_ih = lo;
+        cur_n = n;
+        while (next_ih < hi) {  // expand the missing rows, as few GEMM calls as the ring's wrap allows
+          const int64_t slot = next_ih % ring, m = std::min(hi - next_ih, ring - slot);
+          pointwise(k, pixel_ptr(x, n, next_ih), xt, g.C, m * g.W, g.C, ew.const_data_ptr<float>(), g.hidden,
+                    ptr_or_null(eb), E + slot * g.W * g.hidden, DType::F32, g.hidden, nullptr, 0, g.act);
+          next_ih += m;
+        }
+        src = RowsIn{E, DType::F32, g.H, g.W, g.hidden, 0, ring};
+      }
+      k.depthwise_rows(DwRowsArgs{src, g.hidden, dw.const_data_ptr<float>(), g.kH, g.kW, g.stride, g.stride, g.pH,
+                                  g.pW, 1, 1, ptr_or_null(db), RowsOut{D, DType::F32, g.Wo, g.hidden}, nullptr, 0,
+                                  g.act, oh0, oh1});
+      const RowsOut out = image_out(y, n, oh0);
+      pointwise(k, D, DType::F32, g.hidden, (oh1 - oh0) * g.Wo, g.hidden, pw.const_data_ptr<float>(), g.Cout,
+                ptr_or_null(pb), out.data, out.type, g.Cout, g.residual ? pixel_ptr(x, n, oh0) : nullptr, g.C,
+                Activation::None);
+      r += oh1 - oh0;
+    }
+  });
+  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cnnkernels, CPU, m) {
+  m.impl("inverted_residual", &inverted_residual_cpu);
+}
+
+}  // namespace cnnkernels::cpu
