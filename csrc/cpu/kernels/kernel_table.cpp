@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernels/kernel_table.h"
@@ -65,6 +66,17 @@ inline Vec activate(Vec v, Activation act) {
   return v;
 }
 
+// Compile-time unrolling: indices are constants from the start, so arrays of accumulators indexed by them are split
+// into registers (a `#pragma unroll` happens too late for that and leaves a store per accumulator in the inner loop).
+template <typename F, int... I>
+inline void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+inline void unroll(F&& f) {
+  unroll_impl(f, std::make_integer_sequence<int, N>{});
+}
+
 template <typename F>
 inline void with_type(DType t, F&& f) {
   switch (t) {
@@ -110,8 +122,9 @@ void add_relu(DType t, const void* a, const void* b, void* out, int64_t n) {
 // ---------------------------------------------------------------------------------------------------------------
 // Direct NHWC convolution: an MR-pixel x NR-channel register tile, reduction over (kh, kw, c_in). The weight panel for
 // the tile is contiguous ([kh][kw][c][NR]), the input pixels are broadcast one channel at a time.
+// `tile` holds the MR x NR accumulators, row-major.
 template <typename TX, typename TY>
-inline void conv_epilogue(const ConvRowsArgs& a, Vec (&acc)[2][MR], int64_t oh, int64_t ow0, int mr, int64_t n0,
+inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, int64_t ow0, int mr, int64_t n0,
                           int nv) {
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
@@ -122,7 +135,7 @@ inline void conv_epilogue(const ConvRowsArgs& a, Vec (&acc)[2][MR], int64_t oh, 
     for (int j = 0; j < 2; ++j) {
       const int cnt = std::min(V, nv - j * V);
       if (cnt <= 0) break;
-      Vec v = acc[j][i];
+      Vec v = Vec::loadu(tile + i * NR + j * V);
       if (a.bias) v = v + load(a.bias + n0 + j * V, cnt);
       if (rp) v = v + load(rp + j * V, cnt);
       store(yp + j * V, activate(v, a.act), cnt);
@@ -133,9 +146,8 @@ inline void conv_epilogue(const ConvRowsArgs& a, Vec (&acc)[2][MR], int64_t oh, 
 template <typename TX, typename TY>
 void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow0, int mr, int64_t n0, int nv,
                const TX* zero) {
-  Vec acc[2][MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) acc[0][i] = acc[1][i] = Vec(0.f);
+  Vec acc0[MR], acc1[MR];
+  unroll<MR>([&](auto i) { acc0[i] = acc1[i] = Vec(0.f); });
   const int64_t Cin = a.Cin;
   for (int64_t kh = 0; kh < a.kH; ++kh) {
     const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
@@ -143,24 +155,27 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow
     const TX* row = row_ptr<TX>(a.x, ih);
     for (int64_t kw = 0; kw < a.kW; ++kw) {
       const TX* ap[MR];
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
+      unroll<MR>([&](auto i) {
         const int64_t iw = (ow0 + i) * a.sW - a.pW + kw * a.dW;
         ap[i] = (i < mr && iw >= 0 && iw < a.x.W) ? row + iw * a.x.ld : zero;
-      }
+      });
       const float* b = panel + (kh * a.kW + kw) * Cin * NR;
       for (int64_t c = 0; c < Cin; ++c, b += NR) {
         const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) {
+        unroll<MR>([&](auto i) {
           const Vec av(to_float(ap[i][c]));
-          acc[0][i] = at::vec::fmadd(av, b0, acc[0][i]);
-          acc[1][i] = at::vec::fmadd(av, b1, acc[1][i]);
-        }
+          acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
+          acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
+        });
       }
     }
   }
-  conv_epilogue<TX, TY>(a, acc, oh, ow0, mr, n0, nv);
+  alignas(64) float tile[MR * NR];
+  unroll<MR>([&](auto i) {
+    acc0[i].store(tile + i * NR);
+    acc1[i].store(tile + i * NR + V);
+  });
+  conv_epilogue<TX, TY>(a, tile, oh, ow0, mr, n0, nv);
 }
 
 template <typename TX, typename TY>
