@@ -203,9 +203,9 @@ void conv_rows(const ConvRowsArgs& a) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Depthwise NHWC convolution, vectorised over channels.
+// Depthwise NHWC convolution, vectorised over channels. Generic version: any kernel size, bounds checked per tap.
 template <typename TX, typename TY>
-void depthwise_rows_impl(const DwRowsArgs& a) {
+void depthwise_rows_generic(const DwRowsArgs& a) {
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
   for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
@@ -232,6 +232,68 @@ void depthwise_rows_impl(const DwRowsArgs& a) {
       }
     }
   }
+}
+
+// K x K specialisation: per channel block the K*K filter vectors are loaded once per row and reused across the row's
+// pixels; interior pixels (all taps inside the image) run without bounds checks.
+template <typename TX, typename TY, int K>
+void depthwise_rows_k(const DwRowsArgs& a) {
+  TY* y = static_cast<TY*>(a.y.data);
+  const TY* res = static_cast<const TY*>(a.res);
+  const int64_t ld = a.x.ld, sW = a.sW, dW = a.dW, pW = a.pW;
+  // Interior output columns: ow * sW - pW >= 0 and ow * sW - pW + (K - 1) * dW < W.
+  const int64_t ow_lo = std::min(a.y.Wo, (pW + sW - 1) / sW);
+  const int64_t hi_num = a.x.W - 1 + pW - (K - 1) * dW;
+  const int64_t ow_hi = std::max(ow_lo, std::min(a.y.Wo, hi_num < 0 ? int64_t(0) : hi_num / sW + 1));
+  for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
+    const TX* rows[K];
+    for (int kh = 0; kh < K; ++kh) {
+      const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
+      rows[kh] = (ih >= 0 && ih < a.x.H) ? row_ptr<TX>(a.x, ih) : nullptr;
+    }
+    TY* yrow = y + (oh - a.oh0) * a.y.Wo * a.y.ld;
+    const TY* rrow = res ? res + (oh - a.oh0) * a.y.Wo * a.res_ld : nullptr;
+    for (int64_t c0 = 0; c0 < a.C; c0 += V) {
+      const int cnt = static_cast<int>(std::min<int64_t>(V, a.C - c0));
+      Vec w[K * K];
+      unroll<K * K>([&](auto t) { w[t] = load(a.w + t * a.C + c0, cnt); });
+      const Vec bias = a.bias ? load(a.bias + c0, cnt) : Vec(0.f);
+      auto finish = [&](int64_t ow, Vec acc) {
+        if (rrow) acc = acc + load(rrow + ow * a.res_ld + c0, cnt);
+        store(yrow + ow * a.y.ld + c0, activate(acc, a.act), cnt);
+      };
+      auto edge = [&](int64_t ow) {
+        Vec acc = bias;
+        unroll<K>([&](auto kh) {
+          if (!rows[kh]) return;
+          unroll<K>([&](auto kw) {
+            const int64_t iw = ow * sW - pW + kw * dW;
+            if (iw >= 0 && iw < a.x.W) acc = at::vec::fmadd(load(rows[kh] + iw * ld + c0, cnt), w[kh * K + kw], acc);
+          });
+        });
+        finish(ow, acc);
+      };
+      for (int64_t ow = 0; ow < ow_lo; ++ow) edge(ow);
+      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
+        Vec acc = bias;
+        const int64_t iw0 = ow * sW - pW;
+        unroll<K>([&](auto kh) {
+          if (!rows[kh]) return;
+          const TX* p = rows[kh] + iw0 * ld + c0;
+          unroll<K>([&](auto kw) { acc = at::vec::fmadd(load(p + kw * dW * ld, cnt), w[kh * K + kw], acc); });
+        });
+        finish(ow, acc);
+      }
+      for (int64_t ow = ow_hi; ow < a.y.Wo; ++ow) edge(ow);
+    }
+  }
+}
+
+template <typename TX, typename TY>
+void depthwise_rows_impl(const DwRowsArgs& a) {
+  if (a.kH == 3 && a.kW == 3) return depthwise_rows_k<TX, TY, 3>(a);
+  if (a.kH == 5 && a.kW == 5) return depthwise_rows_k<TX, TY, 5>(a);
+  depthwise_rows_generic<TX, TY>(a);
 }
 
 void depthwise_rows(const DwRowsArgs& a) {
