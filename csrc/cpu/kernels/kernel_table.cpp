@@ -122,7 +122,7 @@ void add_relu(DType t, const void* a, const void* b, void* out, int64_t n) {
 // ---------------------------------------------------------------------------------------------------------------
 // Direct NHWC convolution: an MR-pixel x NR-channel register tile, reduction over (kh, kw, c_in). The weight panel for
 // the tile is contiguous ([kh][kw][c][NR]), the input pixels are broadcast one channel at a time.
-// `tile` holds the MR x NR accumulators, row-major.
+// Partial tiles: `tile` holds the MR x NR accumulators (bias included), row-major.
 template <typename TX, typename TY>
 inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, int64_t ow0, int mr, int64_t n0,
                           int nv) {
@@ -136,7 +136,6 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, 
       const int cnt = std::min(V, nv - j * V);
       if (cnt <= 0) break;
       Vec v = Vec::loadu(tile + i * NR + j * V);
-      if (a.bias) v = v + load(a.bias + n0 + j * V, cnt);
       if (rp) v = v + load(rp + j * V, cnt);
       store(yp + j * V, activate(v, a.act), cnt);
     }
@@ -146,8 +145,14 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, 
 template <typename TX, typename TY>
 void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow0, int mr, int64_t n0, int nv,
                const TX* zero) {
+  // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
+  const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
+  const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
   Vec acc0[MR], acc1[MR];
-  unroll<MR>([&](auto i) { acc0[i] = acc1[i] = Vec(0.f); });
+  unroll<MR>([&](auto i) {
+    acc0[i] = bias0;
+    acc1[i] = bias1;
+  });
   const int64_t Cin = a.Cin;
   for (int64_t kh = 0; kh < a.kH; ++kh) {
     const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
@@ -169,6 +174,23 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow
         });
       }
     }
+  }
+  if (mr == MR && nv == NR) {  // full tile: epilogue straight from the registers
+    TY* y = static_cast<TY*>(a.y.data);
+    const TY* res = static_cast<const TY*>(a.res);
+    unroll<MR>([&](auto i) {
+      const int64_t pix = (oh - a.oh0) * a.y.Wo + ow0 + i;
+      TY* yp = y + pix * a.y.ld + n0;
+      Vec v0 = acc0[i], v1 = acc1[i];
+      if (res) {
+        const TY* rp = res + pix * a.res_ld + n0;
+        v0 = v0 + load(rp, V);
+        v1 = v1 + load(rp + V, V);
+      }
+      store(yp, activate(v0, a.act), V);
+      store(yp + V, activate(v1, a.act), V);
+    });
+    return;
   }
   alignas(64) float tile[MR * NR];
   unroll<MR>([&](auto i) {
