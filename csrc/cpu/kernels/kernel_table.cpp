@@ -120,16 +120,17 @@ void add_relu(DType t, const void* a, const void* b, void* out, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Direct NHWC convolution: an MR-pixel x NR-channel register tile, reduction over (kh, kw, c_in). The weight panel for
-// the tile is contiguous ([kh][kw][c][NR]), the input pixels are broadcast one channel at a time.
+// Direct NHWC convolution: an MR-pixel x NR-channel register tile, reduction over (kh, kw, c_in) against a weight
+// panel laid out [kh][kw][c][NR]; input pixels are broadcast one channel at a time. A tile is MR consecutive output
+// pixels in row-major order and may span output rows, so small maps (7x7) still fill whole tiles.
+
 // Partial tiles: `tile` holds the MR x NR accumulators (bias included), row-major.
-template <typename TX, typename TY>
-inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, int64_t ow0, int mr, int64_t n0,
-                          int nv) {
+template <typename TY>
+inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, int mr, int64_t n0, int nv) {
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
   for (int i = 0; i < mr; ++i) {
-    const int64_t pix = (oh - a.oh0) * a.y.Wo + ow0 + i;
+    const int64_t pix = p0 + i - a.oh0 * a.y.Wo;
     TY* yp = y + pix * a.y.ld + n0;
     const TY* rp = res ? res + pix * a.res_ld + n0 : nullptr;
     for (int j = 0; j < 2; ++j) {
@@ -142,9 +143,28 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t oh, 
   }
 }
 
+// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the MR pixel pointers a_i.
+template <typename TX>
+inline void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, Vec (&acc0)[MR], Vec (&acc1)[MR]) {
+  for (int64_t c = 0; c < len; ++c, b += NR) {
+    const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
+    unroll<MR>([&](auto i) {
+      const Vec av(to_float(ap[i][c]));
+      acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
+      acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
+    });
+  }
+}
+
 template <typename TX, typename TY>
-void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow0, int mr, int64_t n0, int nv,
-               const TX* zero) {
+void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
+  const int64_t Wo = a.y.Wo, Cin = a.Cin, W = a.x.W;
+  int64_t ohs[MR], ows[MR];
+  unroll<MR>([&](auto i) {
+    const int64_t p = p0 + (i < mr ? int64_t(i) : 0);
+    ohs[i] = p / Wo;
+    ows[i] = p % Wo;
+  });
   // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
   const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
   const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
@@ -153,33 +173,46 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow
     acc0[i] = bias0;
     acc1[i] = bias1;
   });
-  const int64_t Cin = a.Cin;
+  // With unit dilation and densely packed channels, one kernel row's (kw, c) taps are contiguous both in the input and
+  // in the panel: reduce over kW * Cin in one loop when every pixel's taps are inside the image.
+  const bool merge_kw = a.dW == 1 && a.x.ld == Cin;
   for (int64_t kh = 0; kh < a.kH; ++kh) {
-    const int64_t ih = oh * a.sH - a.pH + kh * a.dH;
-    if (ih < 0 || ih >= a.x.H) continue;
-    const TX* row = row_ptr<TX>(a.x, ih);
+    const TX* rows[MR];
+    bool any = false;
+    unroll<MR>([&](auto i) {
+      const int64_t ih = ohs[i] * a.sH - a.pH + kh * a.dH;
+      rows[i] = (i < mr && ih >= 0 && ih < a.x.H) ? row_ptr<TX>(a.x, ih) : nullptr;
+      any |= rows[i] != nullptr;
+    });
+    if (!any) continue;
+    const float* bk = panel + kh * a.kW * Cin * NR;
+    if (merge_kw) {
+      bool inside = true;
+      const TX* ap[MR];
+      unroll<MR>([&](auto i) {
+        const int64_t iw0 = ows[i] * a.sW - a.pW;
+        inside &= !rows[i] || (iw0 >= 0 && iw0 + a.kW <= W);
+        ap[i] = rows[i] ? rows[i] + iw0 * Cin : zero;
+      });
+      if (inside) {
+        conv_reduce<TX>(ap, bk, a.kW * Cin, acc0, acc1);
+        continue;
+      }
+    }
     for (int64_t kw = 0; kw < a.kW; ++kw) {
       const TX* ap[MR];
       unroll<MR>([&](auto i) {
-        const int64_t iw = (ow0 + i) * a.sW - a.pW + kw * a.dW;
-        ap[i] = (i < mr && iw >= 0 && iw < a.x.W) ? row + iw * a.x.ld : zero;
+        const int64_t iw = ows[i] * a.sW - a.pW + kw * a.dW;
+        ap[i] = (rows[i] && iw >= 0 && iw < W) ? rows[i] + iw * a.x.ld : zero;
       });
-      const float* b = panel + (kh * a.kW + kw) * Cin * NR;
-      for (int64_t c = 0; c < Cin; ++c, b += NR) {
-        const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
-        unroll<MR>([&](auto i) {
-          const Vec av(to_float(ap[i][c]));
-          acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
-          acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
-        });
-      }
+      conv_reduce<TX>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
   if (mr == MR && nv == NR) {  // full tile: epilogue straight from the registers
     TY* y = static_cast<TY*>(a.y.data);
     const TY* res = static_cast<const TY*>(a.res);
     unroll<MR>([&](auto i) {
-      const int64_t pix = (oh - a.oh0) * a.y.Wo + ow0 + i;
+      const int64_t pix = p0 + i - a.oh0 * Wo;
       TY* yp = y + pix * a.y.ld + n0;
       Vec v0 = acc0[i], v1 = acc1[i];
       if (res) {
@@ -197,22 +230,26 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t oh, int64_t ow
     acc0[i].store(tile + i * NR);
     acc1[i].store(tile + i * NR + V);
   });
-  conv_epilogue<TX, TY>(a, tile, oh, ow0, mr, n0, nv);
+  conv_epilogue<TY>(a, tile, p0, mr, n0, nv);
 }
 
 template <typename TX, typename TY>
 void conv_rows_impl(const ConvRowsArgs& a) {
-  const TX* zero = zeros<TX>(a.Cin);
+  const TX* zero = zeros<TX>(a.kW * a.Cin);
   const int64_t panels = (a.Cout + NR - 1) / NR;
   const int64_t panel_size = a.kH * a.kW * a.Cin * NR;
-  for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
-    // Panel-outer: one weight panel stays in L1/L2 while the row's pixels stream past it.
+  // Pixel chunks whose input rows stay in L2 while every weight panel streams past them (panel-inner order keeps
+  // one panel in L1 across the chunk's tiles).
+  const int64_t chunk = std::max<int64_t>(8, (256 * 1024) / std::max<int64_t>(1, a.Cin * a.kH * 4 * a.sW) / MR) * MR;
+  const int64_t P0 = a.oh0 * a.y.Wo, P1 = a.oh1 * a.y.Wo;
+  for (int64_t c0 = P0; c0 < P1; c0 += chunk) {
+    const int64_t c1 = std::min(P1, c0 + chunk);
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * NR;
       const int nv = static_cast<int>(std::min<int64_t>(NR, a.Cout - n0));
-      for (int64_t ow0 = 0; ow0 < a.y.Wo; ow0 += MR) {
-        const int mr = static_cast<int>(std::min<int64_t>(MR, a.y.Wo - ow0));
-        conv_tile<TX, TY>(a, a.wpack + p * panel_size, oh, ow0, mr, n0, nv, zero);
+      for (int64_t p0 = c0; p0 < c1; p0 += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, c1 - p0));
+        conv_tile<TX, TY>(a, a.wpack + p * panel_size, p0, mr, n0, nv, zero);
       }
     }
   }
