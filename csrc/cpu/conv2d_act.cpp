@@ -7,7 +7,6 @@
 #include "common/checks.h"
 #include "cpu/common.h"
 #include "cpu/conv2d_act.h"
-#include "cpu/stages.h"
 #include "cpu/weight_cache.h"
 
 namespace cnnkernels::cpu {
@@ -29,38 +28,40 @@ void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Te
   const int64_t panels = (Cog + k.panel - 1) / k.panel;
   const int64_t group_stride = panels * g.kH * g.kW * Cg * k.panel;
   const int64_t es = x.element_size();
-  const bool pointwise_s1 = g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 && g.pH == 0 && g.pW == 0;
-  // Parallel over output rows of all images; each task handles whole row ranges of one image at a time.
-  at::parallel_for(0, g.N * g.Ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end;) {
-      const int64_t n = r / g.Ho, oh0 = r % g.Ho, oh1 = std::min(g.Ho, oh0 + (end - r));
+  const int64_t panel_size = g.kH * g.kW * Cg * k.panel;
+  // Work items are output rows x column blocks (a group, or a range of weight panels within one). Splitting columns
+  // keeps both threads busy on layers with few rows, such as 7x7 maps at batch 1.
+  const int64_t rows = g.N * g.Ho;
+  const int64_t split =
+      depthwise ? 1 : std::clamp<int64_t>((4 * at::get_num_threads() + rows - 1) / rows, 1, panels);
+  const int64_t panels_per_block = (panels + split - 1) / split;
+  const int64_t cols = depthwise ? 1 : g.groups * split;
+  at::parallel_for(0, cols * rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end;) {
+      const int64_t col = t / rows, r = t % rows;
+      const int64_t n = r / g.Ho, oh0 = r % g.Ho, oh1 = std::min(g.Ho, oh0 + (end - t));
+      t += oh1 - oh0;
       const RowsIn in = image_rows(x, n);
-      RowsOut out = image_out(y, n, oh0);
+      const RowsOut out = image_out(y, n, oh0);
       const void* rp = res.defined() ? pixel_ptr(res, n, oh0) : nullptr;
       if (depthwise) {
         k.depthwise_rows(DwRowsArgs{in, g.C, wp.const_data_ptr<float>(), g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH,
                                     g.dW, ptr_or_null(bias_f32), out, rp, g.Cout, act, oh0, oh1});
-      } else if (pointwise_s1) {
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          pointwise(k, static_cast<const char*>(pixel_ptr(x, n, oh0)) + grp * Cg * es, in.type, g.C,
-                    (oh1 - oh0) * g.Wo, Cg, wp.const_data_ptr<float>() + grp * group_stride, Cog,
-                    bias_f32.defined() ? bias_f32.const_data_ptr<float>() + grp * Cog : nullptr,
-                    static_cast<char*>(out.data) + grp * Cog * es, out.type, g.Cout,
-                    rp ? static_cast<const char*>(rp) + grp * Cog * es : nullptr, g.Cout, act);
-        }
-      } else {
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          RowsIn gin = in;
-          gin.data = static_cast<const char*>(in.data) + grp * Cg * es;
-          RowsOut gout = out;
-          gout.data = static_cast<char*>(out.data) + grp * Cog * es;
-          const void* grp_res = rp ? static_cast<const char*>(rp) + grp * Cog * es : nullptr;
-          const float* b = bias_f32.defined() ? bias_f32.const_data_ptr<float>() + grp * Cog : nullptr;
-          k.conv_rows(ConvRowsArgs{gin, Cg, wp.const_data_ptr<float>() + grp * group_stride, Cog, g.kH, g.kW, g.sH,
-                                   g.sW, g.pH, g.pW, g.dH, g.dW, b, gout, grp_res, g.Cout, act, oh0, oh1});
-        }
+        continue;
       }
-      r += oh1 - oh0;
+      const int64_t grp = col / split, p0 = (col % split) * panels_per_block;
+      const int64_t p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 >= p1) continue;
+      const int64_t c0 = grp * Cog + p0 * k.panel;  // first output channel of this block
+      const int64_t nc = std::min(Cog, p1 * k.panel) - p0 * k.panel;
+      RowsIn gin = in;
+      gin.data = static_cast<const char*>(in.data) + grp * Cg * es;
+      RowsOut gout = out;
+      gout.data = static_cast<char*>(out.data) + c0 * es;
+      k.conv_rows(ConvRowsArgs{gin, Cg, wp.const_data_ptr<float>() + grp * group_stride + p0 * panel_size, nc, g.kH,
+                               g.kW, g.sH, g.sW, g.pH, g.pW, g.dH, g.dW,
+                               bias_f32.defined() ? bias_f32.const_data_ptr<float>() + c0 : nullptr, gout,
+                               rp ? static_cast<const char*>(rp) + c0 * es : nullptr, g.Cout, act, oh0, oh1});
     }
   });
 }
