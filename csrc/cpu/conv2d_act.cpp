@@ -4,7 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/op_checks.h"
 #include "cpu/common.h"
 #include "cpu/conv2d_act.h"
 #include "cpu/weight_cache.h"
@@ -72,11 +72,7 @@ at::Tensor conv2d_act_cpu(const at::Tensor& input, const at::Tensor& weight, con
                           const c10::optional<at::Tensor>& residual, c10::IntArrayRef stride,
                           c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
                           c10::string_view activation) {
-  const char* op = "conv2d_act";
-  const ConvGeom g = check_conv(op, input, weight, "weight", stride, padding, dilation, groups);
-  check_bias(op, input, bias, g.Cout, "bias");
-  if (residual.has_value()) check_shape(op, input, *residual, "residual", {g.N, g.Cout, g.Ho, g.Wo});
-  const Activation act = parse_activation(op, "activation", activation);
+  const auto [g, act] = check_conv2d_act(input, weight, bias, residual, stride, padding, dilation, groups, activation);
   const auto fmt = output_memory_format(input);
   if (input.scalar_type() == at::kDouble) return conv2d_act_reference_fp64(input, weight, bias, residual, g, act);
   at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/op_checks.h"
 #include "cpu/common.h"
 #include "cpu/stages.h"
 #include "cpu/weight_cache.h"
@@ -15,29 +15,6 @@ namespace cnnkernels::cpu {
 namespace {
 
 constexpr int64_t kBandBytes = 192 * 1024;  // depthwise band per thread: L2-resident next to the pointwise weights
-
-struct DwsepGeom {
-  ConvGeom g;  // the depthwise stage (Cout == C)
-  int64_t Cout;
-  Activation dw_act, pw_act;
-};
-
-DwsepGeom check_dwsep(const at::Tensor& input, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
-                      const at::Tensor& pw_weight, const c10::optional<at::Tensor>& pw_bias, c10::IntArrayRef stride,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, c10::string_view dw_activation,
-                      c10::string_view pw_activation) {
-  const char* op = "dwsep_conv2d";
-  check_input(op, input);
-  const int64_t C = input.size(1);
-  const ConvGeom g = check_conv(op, input, dw_weight, "dw_weight", stride, padding, dilation, C);
-  TORCH_CHECK_VALUE(dw_weight.size(0) == C, "cnnkernels.dwsep_conv2d: dw_weight must have shape [C, 1, kH, kW] with C = ",
-                    C, " (one filter per input channel), got shape ", dw_weight.sizes());
-  check_bias(op, input, dw_bias, C, "dw_bias");
-  const int64_t Cout = check_pointwise(op, input, pw_weight, "pw_weight", C);
-  check_bias(op, input, pw_bias, Cout, "pw_bias");
-  return DwsepGeom{g, Cout, parse_activation(op, "dw_activation", dw_activation),
-                   parse_activation(op, "pw_activation", pw_activation)};
-}
 
 at::Tensor dwsep_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight,
                             const c10::optional<at::Tensor>& dw_bias, const at::Tensor& pw_weight,

@@ -6,7 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/op_checks.h"
 #include "cpu/common.h"
 #include "cpu/stages.h"
 #include "cpu/weight_cache.h"
@@ -16,44 +16,6 @@ namespace cnnkernels::cpu {
 namespace {
 
 constexpr int64_t kPoolBandBytes = 128 * 1024;
-
-struct IncGeom {
-  int64_t N, C, H, W, c1, c2r, c2, c3r, c3, c4;
-  int64_t Ctot() const { return c1 + c2 + c3 + c4; }
-};
-
-int64_t check_branch_conv(const char* op, const at::Tensor& input, const at::Tensor& w, const char* arg, int64_t cin) {
-  check_like(op, input, w, arg);
-  TORCH_CHECK_VALUE(w.dim() == 4 && w.size(0) > 0 && w.size(1) == cin && w.size(2) % 2 == 1 && w.size(3) % 2 == 1,
-                    "cnnkernels.inception_block: ", arg, " must have shape [C_out, ", cin,
-                    ", kH, kW] with odd kH and kW, got shape ", w.sizes());
-  return w.size(0);
-}
-
-IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at::Tensor& b1,
-                        const at::Tensor& w2_reduce, const at::Tensor& b2_reduce, const at::Tensor& w2,
-                        const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
-                        const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4) {
-  const char* op = "inception_block";
-  check_input(op, input);
-  IncGeom g{};
-  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
-  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inception_block: input spatial size must be non-zero, got ", g.H,
-                    "x", g.W);
-  g.c1 = check_pointwise(op, input, w1, "w1", g.C);
-  check_bias(op, input, b1, g.c1, "b1");
-  g.c2r = check_pointwise(op, input, w2_reduce, "w2_reduce", g.C);
-  check_bias(op, input, b2_reduce, g.c2r, "b2_reduce");
-  g.c2 = check_branch_conv(op, input, w2, "w2", g.c2r);
-  check_bias(op, input, b2, g.c2, "b2");
-  g.c3r = check_pointwise(op, input, w3_reduce, "w3_reduce", g.C);
-  check_bias(op, input, b3_reduce, g.c3r, "b3_reduce");
-  g.c3 = check_branch_conv(op, input, w3, "w3", g.c3r);
-  check_bias(op, input, b3, g.c3, "b3");
-  g.c4 = check_pointwise(op, input, w4, "w4", g.C);
-  check_bias(op, input, b4, g.c4, "b4");
-  return g;
-}
 
 at::Tensor branch_fp64(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return at::relu(at::conv2d(x, w, b, {1, 1}, {w.size(2) / 2, w.size(3) / 2}));

@@ -7,7 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/op_checks.h"
 #include "cpu/common.h"
 #include "cpu/stages.h"
 #include "cpu/weight_cache.h"
@@ -18,54 +18,6 @@ namespace {
 
 constexpr int64_t kMinBandPixels = 48;          // projection GEMM rows per call (small maps batch several rows)
 constexpr int64_t kBandBytes = 256 * 1024;      // depthwise band buffer per thread
-
-struct IRGeom {
-  int64_t N, C, H, W, hidden, kH, kW, stride, pH, pW, Ho, Wo, Cout;
-  bool expand, residual;
-  Activation act;
-};
-
-IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
-                               const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
-                               const at::Tensor& dw_bias, const at::Tensor& project_weight,
-                               const at::Tensor& project_bias, int64_t stride, bool residual,
-                               c10::string_view activation) {
-  const char* op = "inverted_residual";
-  check_input(op, input);
-  IRGeom g{};
-  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
-  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inverted_residual: input spatial size must be non-zero, got ", g.H,
-                    "x", g.W);
-  g.expand = expand_weight.has_value();
-  if (g.expand) {
-    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
-    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
-  } else {
-    TORCH_CHECK_VALUE(!expand_bias.has_value(),
-                      "cnnkernels.inverted_residual: expand_bias must be None when expand_weight is None");
-    g.hidden = g.C;
-  }
-  TORCH_CHECK_VALUE(stride > 0, "cnnkernels.inverted_residual: stride must be positive, got ", stride);
-  check_like(op, input, dw_weight, "dw_weight");
-  TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
-                        dw_weight.size(2) % 2 == 1 && dw_weight.size(3) % 2 == 1,
-                    "cnnkernels.inverted_residual: dw_weight must have shape [", g.hidden,
-                    ", 1, kH, kW] with odd kH and kW, got shape ", dw_weight.sizes());
-  check_bias(op, input, dw_bias, g.hidden, "dw_bias");
-  g.Cout = check_pointwise(op, input, project_weight, "project_weight", g.hidden);
-  check_bias(op, input, project_bias, g.Cout, "project_bias");
-  TORCH_CHECK_VALUE(!residual || (stride == 1 && g.Cout == g.C),
-                    "cnnkernels.inverted_residual: residual=True needs stride 1 and as many output as input channels, "
-                    "got stride ", stride, ", ", g.C, " -> ", g.Cout, " channels");
-  g.act = parse_activation(op, "activation", activation);
-  g.residual = residual;
-  g.stride = stride;
-  g.kH = dw_weight.size(2); g.kW = dw_weight.size(3);
-  g.pH = g.kH / 2; g.pW = g.kW / 2;
-  g.Ho = (g.H - 1) / stride + 1;
-  g.Wo = (g.W - 1) / stride + 1;
-  return g;
-}
 
 at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
                                  const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
