@@ -6,6 +6,9 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -32,6 +35,57 @@ template <typename T>
 inline float to_float(T v) {
   return static_cast<float>(v);
 }
+#if defined(__F16C__)
+template <>
+inline float to_float<c10::Half>(c10::Half v) {  // one instruction instead of c10's bit manipulation
+  return _cvtsh_ss(v.x);
+}
+#endif
+
+// Whole-vector conversions between fp32 lanes and 16-bit storage. fp16 uses the F16C instructions; bf16 widens by a
+// shift and narrows with round-to-nearest-even (NaN stays NaN), exactly as c10::BFloat16 does per element.
+#if defined(CPU_CAPABILITY_AVX512)
+inline Vec widen(const c10::Half* p) {
+  return Vec(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+}
+inline Vec widen(const c10::BFloat16* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return Vec(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+}
+inline void narrow(c10::Half* p, const Vec& v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(__m512(v), _MM_FROUND_TO_NEAREST_INT));
+}
+inline void narrow(c10::BFloat16* p, const Vec& v) {
+  const __m512i b = _mm512_castps_si512(__m512(v));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(__m512(v), __m512(v), _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
+}
+#define CNNKERNELS_VECTOR_CONVERT 1
+#elif defined(CPU_CAPABILITY_AVX2)
+inline Vec widen(const c10::Half* p) {
+  return Vec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline Vec widen(const c10::BFloat16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+}
+inline void narrow(c10::Half* p, const Vec& v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(__m256(v), _MM_FROUND_TO_NEAREST_INT));
+}
+inline void narrow(c10::BFloat16* p, const Vec& v) {
+  const __m256i b = _mm256_castps_si256(__m256(v));
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256 nan = _mm256_cmp_ps(__m256(v), __m256(v), _CMP_UNORD_Q);
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(nan));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+#define CNNKERNELS_VECTOR_CONVERT 1
+#endif
 
 // Loads n <= V elements as fp32 lanes (the rest zero).
 template <typename T>
@@ -39,8 +93,11 @@ inline Vec load(const T* p, int n) {
   if constexpr (std::is_same_v<T, float>) {
     return n == V ? Vec::loadu(p) : Vec::loadu(p, n);
   } else {
+#ifdef CNNKERNELS_VECTOR_CONVERT
+    if (n == V) return widen(p);
+#endif
     alignas(64) float tmp[V] = {};
-    for (int i = 0; i < n; ++i) tmp[i] = static_cast<float>(p[i]);
+    for (int i = 0; i < n; ++i) tmp[i] = to_float(p[i]);
     return Vec::loadu(tmp);
   }
 }
@@ -50,6 +107,9 @@ inline void store(T* p, const Vec& v, int n) {
   if constexpr (std::is_same_v<T, float>) {
     if (n == V) v.store(p); else v.store(p, n);
   } else {
+#ifdef CNNKERNELS_VECTOR_CONVERT
+    if (n == V) return narrow(p, v);
+#endif
     alignas(64) float tmp[V];
     v.store(tmp);
     for (int i = 0; i < n; ++i) p[i] = static_cast<T>(tmp[i]);
