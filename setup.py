@@ -36,12 +36,13 @@ def _cuda_home():
     if nvcc:
         # nvcc may be a wrapper script; ask it for its real toolkit root.
         try:
-            out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True).stderr
+            out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                                 capture_output=True, text=True).stderr
             for line in out.splitlines():
                 if "TOP=" in line:
-                    top = line.split("TOP=", 1)[1].strip()
-                    if (Path(top) / "bin" / "nvcc").exists():
-                        return Path(top)
+                    top = Path(line.split("TOP=", 1)[1].strip()).resolve()
+                    if (top / "bin" / "nvcc").exists():
+                        return top
         except OSError:
             pass
         return Path(nvcc).resolve().parent.parent
