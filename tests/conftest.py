@@ -1,20 +1,19 @@
 """pytest configuration: markers used to select test groups (tests/test_fallback.py re-runs some groups in a
-subprocess), and the guard that keeps those subprocess runs from recursing."""
+subprocess), the guard that keeps those subprocess runs from recursing, and a header line naming the cnnkernels under
+test.
 
-import sys
+The tests run against whichever cnnkernels `import cnnkernels` finds: the source tree under `python -m pytest tests`
+from the repository root (after `python setup.py build_ext --inplace`), the installed package under `pytest tests`.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
 
-# Test this checkout's cnnkernels (built in place), never an installed copy in site-packages.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if sys.path[0] != str(REPO_ROOT):
-    sys.path.insert(0, str(REPO_ROOT))
-import cnnkernels  # noqa: E402
-
-assert Path(cnnkernels.__file__).resolve().parent == REPO_ROOT / "cnnkernels", cnnkernels.__file__
-
-from helpers import INNER_RUN_ENV, inner_run  # noqa: E402
+import cnnkernels
+from cnnkernels import _library
+from helpers import INNER_RUN_ENV, PACKAGE_ENV, inner_run
 
 MARKERS = {
     "correctness": "op output vs the pure-PyTorch reference (re-run by test_fallback.py)",
@@ -26,6 +25,16 @@ MARKERS = {
 def pytest_configure(config):
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    # A child run of tests/test_fallback.py must test the package its parent tests.
+    expected = os.environ.get(PACKAGE_ENV)
+    if expected:
+        assert Path(cnnkernels.__file__).resolve().parent == Path(expected), (cnnkernels.__file__, expected)
+
+
+def pytest_report_header(config):
+    state = _library.STATE
+    how = f"compiled CPU kernels ({_library.cpu_isa()})" if state.cpu else f"reference fallback ({state.reason})"
+    return f"cnnkernels: {Path(cnnkernels.__file__).parent}, {how}"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -30,6 +30,7 @@ TOLERANCES = {
 }
 
 INNER_RUN_ENV = "CNNKERNELS_TEST_INNER"  # set in the subprocess runs of tests/test_fallback.py
+PACKAGE_ENV = "CNNKERNELS_TEST_PACKAGE"  # ... with the package directory they must import
 
 
 def op(name: str):
