@@ -11,8 +11,9 @@ from helpers import TOLERANCES
 OPS = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block")
 
 
-def _param(*shape, fan_in=None):
-    fan_in = fan_in or (shape[1] * shape[2] * shape[3] if len(shape) == 4 else shape[0])
+def _param(*shape):
+    """A weight ([C_out, C_in, kH, kW], He-scaled) or a bias ([C])."""
+    fan_in = shape[1] * shape[2] * shape[3] if len(shape) == 4 else 4 * shape[0]
     return nn.Parameter(torch.randn(*shape) * (2.0 / fan_in) ** 0.5)
 
 
@@ -21,20 +22,18 @@ class TinyNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem_w, self.stem_b = _param(8, 3, 3, 3), _param(8, fan_in=27)
-        self.dw_w, self.dw_b, self.pw_w, self.pw_b = _param(8, 1, 3, 3), _param(8, fan_in=9), _param(12, 8, 1, 1), \
-            _param(12, fan_in=8)
-        self.ir = nn.ParameterList([_param(36, 12, 1, 1), _param(36, fan_in=12), _param(36, 1, 3, 3),
-                                    _param(36, fan_in=9), _param(12, 36, 1, 1), _param(12, fan_in=36)])
-        self.inc = nn.ParameterList([_param(4, 12, 1, 1), _param(4, fan_in=12), _param(6, 12, 1, 1),
-                                     _param(6, fan_in=12), _param(6, 6, 3, 3), _param(6, fan_in=54),
-                                     _param(2, 12, 1, 1), _param(2, fan_in=12), _param(3, 2, 5, 5),
-                                     _param(3, fan_in=50), _param(3, 12, 1, 1), _param(3, fan_in=12)])
+        self.stem = nn.ParameterList([_param(8, 3, 3, 3), _param(8)])
+        self.dwsep = nn.ParameterList([_param(8, 1, 3, 3), _param(8), _param(12, 8, 1, 1), _param(12)])
+        self.ir = nn.ParameterList([_param(36, 12, 1, 1), _param(36), _param(36, 1, 3, 3), _param(36),
+                                    _param(12, 36, 1, 1), _param(12)])
+        self.inc = nn.ParameterList([_param(4, 12, 1, 1), _param(4), _param(6, 12, 1, 1), _param(6),
+                                     _param(6, 6, 3, 3), _param(6), _param(2, 12, 1, 1), _param(2),
+                                     _param(3, 2, 5, 5), _param(3), _param(3, 12, 1, 1), _param(3)])
         self.head_w = _param(16, 16, 1, 1)
 
     def forward(self, x):
-        x = cnnkernels.conv2d_act(x, self.stem_w, self.stem_b, None, 1, 1, 1, 1, "relu")
-        x = cnnkernels.dwsep_conv2d(x, self.dw_w, self.dw_b, self.pw_w, self.pw_b, 2, 1, 1, "relu", "relu6")
+        x = cnnkernels.conv2d_act(x, *self.stem, None, 1, 1, 1, 1, "relu")
+        x = cnnkernels.dwsep_conv2d(x, *self.dwsep, 2, 1, 1, "relu", "relu6")
         x = cnnkernels.inverted_residual(x, *self.ir, stride=1, residual=True, activation="relu6")
         x = cnnkernels.inception_block(x, *self.inc)
         return cnnkernels.add_relu(x, cnnkernels.conv2d_act(x, self.head_w, None, None, 1, 0, 1, 1, "none"))
