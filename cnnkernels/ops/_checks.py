@@ -21,6 +21,19 @@ def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
+# c10::ScalarType names, which is how the C++ checks print a dtype (`<< scalar_type()`): Float, not torch.float32.
+_SCALAR_TYPE_NAMES = {
+    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
+    torch.uint8: "Byte", torch.int8: "Char", torch.int16: "Short", torch.int32: "Int", torch.int64: "Long",
+    torch.bool: "Bool", torch.complex32: "ComplexHalf", torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}
+
+
+def _dtype(dt: torch.dtype) -> str:
+    return _SCALAR_TYPE_NAMES.get(dt, str(dt))
+
+
 def parse_activation(op: str, arg: str, value: str) -> str:
     if value not in ACTIVATIONS:
         raise ValueError(f"cnnkernels.{op}: {arg} must be one of 'none', 'relu', 'relu6', got '{value}'")
@@ -32,12 +45,14 @@ def check_input(op: str, input: torch.Tensor, arg: str = "input") -> None:
         raise ValueError(f"cnnkernels.{op}: {arg} must be a 4-D tensor [N, C, H, W], got {input.dim()}-D shape "
                          f"{_shape(input)}")
     if input.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"cnnkernels.{op}: {arg} must be float32, float16, bfloat16 or float64, got {input.dtype}")
+        raise TypeError(f"cnnkernels.{op}: {arg} must be float32, float16, bfloat16 or float64, got "
+                        f"{_dtype(input.dtype)}")
 
 
 def check_like(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str) -> None:
     if t.dtype != ref.dtype:
-        raise TypeError(f"cnnkernels.{op}: {arg} must have the input's dtype {ref.dtype}, got {t.dtype}")
+        raise TypeError(f"cnnkernels.{op}: {arg} must have the input's dtype {_dtype(ref.dtype)}, got "
+                        f"{_dtype(t.dtype)}")
     if t.device != ref.device:
         raise ValueError(f"cnnkernels.{op}: {arg} must be on the input's device {ref.device}, got {t.device}")
 
@@ -119,7 +134,8 @@ def check_pointwise(op: str, ref: torch.Tensor, weight: torch.Tensor, arg: str, 
 
 def check_add_relu(input: torch.Tensor, residual: torch.Tensor) -> None:
     if input.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got {input.dtype}")
+        raise TypeError(f"cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got "
+                        f"{_dtype(input.dtype)}")
     check_like("add_relu", input, residual, "residual")
     if input.shape != residual.shape:
         raise ValueError(f"cnnkernels.add_relu: residual must have the input's shape {_shape(input)}, got "

@@ -1,0 +1,104 @@
+"""dwsep_conv2d = pw_act(conv1x1(dw_act(depthwise_conv2d(input)))): a depthwise-separable convolution (MobileNetV1
+block) with both convolutions, their biases and activations fused."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cnnkernels._library import register_reference_where_missing
+from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
+from cnnkernels.ops._checks import (_shape, check_bias, check_conv, check_input, check_pointwise,
+                                    output_memory_format, parse_activation)
+
+OP = "dwsep_conv2d"
+
+
+def _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
+    check_input(OP, input)
+    C = input.shape[1]
+    g = check_conv(OP, input, dw_weight, "dw_weight", stride, padding, dilation, C)
+    if dw_weight.shape[0] != C:
+        raise ValueError(f"cnnkernels.{OP}: dw_weight must have shape [C, 1, kH, kW] with C = {C} (one filter per "
+                         f"input channel), got shape {_shape(dw_weight)}")
+    check_bias(OP, input, dw_bias, C, "dw_bias")
+    Cout = check_pointwise(OP, input, pw_weight, "pw_weight", C)
+    check_bias(OP, input, pw_bias, Cout, "pw_bias")
+    parse_activation(OP, "dw_activation", dw_activation)
+    parse_activation(OP, "pw_activation", pw_activation)
+    return g.N, Cout, g.Ho, g.Wo
+
+
+def _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation):
+    """The first stage, dw_act(depthwise conv): the reference's building block, also recomputed in backward."""
+    y = F.conv2d(input, dw_weight, dw_bias, tuple(stride), tuple(padding), tuple(dilation), input.shape[1])
+    return apply_activation(y, dw_activation)
+
+
+def dwsep_conv2d_reference(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
+                           pw_weight: torch.Tensor, pw_bias: Optional[torch.Tensor] = None,
+                           stride: Sequence[int] = (1, 1), padding: Sequence[int] = (0, 0),
+                           dilation: Sequence[int] = (1, 1), dw_activation: str = "none",
+                           pw_activation: str = "none") -> torch.Tensor:
+    h = _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation)
+    return apply_activation(F.conv2d(h, pw_weight, pw_bias), pw_activation)
+
+
+def _fallback(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
+    _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation)
+    y = dwsep_conv2d_reference(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
+                               dw_activation, pw_activation)
+    return y.contiguous(memory_format=output_memory_format(input))
+
+
+register_reference_where_missing(OP, _fallback)
+
+
+@torch.library.register_fake("cnnkernels::dwsep_conv2d")
+def _fake(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
+    shape = _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+                   pw_activation)
+    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+
+
+def _setup_context(ctx, inputs, output):
+    input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation = inputs
+    ctx.save_for_backward(input, dw_weight, dw_bias, pw_weight, output)
+    ctx.conf = (pw_bias is not None, stride, padding, dilation, dw_activation, pw_activation)
+
+
+def _backward(ctx, grad):
+    input, dw_weight, dw_bias, pw_weight, out = ctx.saved_tensors
+    has_pw_bias, stride, padding, dilation, dw_activation, pw_activation = ctx.conf
+    need = ctx.needs_input_grad
+    need_dw = need[0] or need[1] or need[2]
+    # Recompute the depthwise stage (not saved: it is the large intermediate the fusion avoids writing).
+    h = _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation)
+    g = activation_grad(grad, out, pw_activation)
+    gh, gpw, gpb = conv_backward(g, h, pw_weight, has_pw_bias, [1, 1], [0, 0], [1, 1], 1,
+                                 (need_dw, need[3], need[4]))
+    gx = gdw = gdb = None
+    if need_dw:
+        gh = activation_grad(gh, h, dw_activation)
+        gx, gdw, gdb = conv_backward(gh, input, dw_weight, dw_bias is not None, stride, padding, dilation,
+                                     input.shape[1], (need[0], need[1], need[2]))
+    return gx, gdw, gdb, gpw, gpb, None, None, None, None, None
+
+
+torch.library.register_autograd("cnnkernels::dwsep_conv2d", _backward, setup_context=_setup_context)
+
+
+def dwsep_conv2d(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
+                 pw_weight: torch.Tensor, pw_bias: Optional[torch.Tensor] = None, stride: Sequence[int] = (1, 1),
+                 padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1), dw_activation: str = "none",
+                 pw_activation: str = "none") -> torch.Tensor:
+    """pw_act(conv1x1(dw_act(conv2d(input, dw_weight, dw_bias, groups=C)), pw_weight, pw_bias)) in one pass: the
+    depthwise output never goes to memory. dw_weight is [C, 1, kH, kW], pw_weight [C_out, C, 1, 1]."""
+    return torch.ops.cnnkernels.dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, _pair(stride),
+                                             _pair(padding), _pair(dilation), dw_activation, pw_activation)
+
+
+def _pair(v):
+    return [v, v] if isinstance(v, int) else list(v)

@@ -1,0 +1,46 @@
+"""pytest configuration: markers used to select test groups (tests/test_fallback.py re-runs some groups in a
+subprocess), the guard that keeps those subprocess runs from recursing, and a header line naming the cnnkernels under
+test.
+
+The tests run against whichever cnnkernels `import cnnkernels` finds: the source tree under `python -m pytest tests`
+from the repository root (after `python setup.py build_ext --inplace`), the installed package under `pytest tests`.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+import cnnkernels
+from cnnkernels import _library
+from helpers import INNER_RUN_ENV, PACKAGE_ENV, inner_run
+
+MARKERS = {
+    "correctness": "op output vs the pure-PyTorch reference (re-run by test_fallback.py)",
+    "bad_input": "invalid arguments raise the documented exception (re-run by test_fallback.py)",
+    "subprocess": "runs part of the suite in a child process (never inside such a child)",
+}
+
+
+def pytest_configure(config):
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    # A child run of tests/test_fallback.py must test the package its parent tests.
+    expected = os.environ.get(PACKAGE_ENV)
+    if expected:
+        assert Path(cnnkernels.__file__).resolve().parent == Path(expected), (cnnkernels.__file__, expected)
+
+
+def pytest_report_header(config):
+    state = _library.STATE
+    how = f"compiled CPU kernels ({_library.cpu_isa()})" if state.cpu else f"reference fallback ({state.reason})"
+    return f"cnnkernels: {Path(cnnkernels.__file__).parent}, {how}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not inner_run():
+        return
+    skip = pytest.mark.skip(reason=f"{INNER_RUN_ENV}=1: already inside a subprocess run")
+    for item in items:
+        if "subprocess" in item.keywords:
+            item.add_marker(skip)

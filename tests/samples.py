@@ -1,0 +1,206 @@
+"""Sample inputs for every op, shared by the correctness, gradient and opcheck tests.
+
+`sample_inputs(op_name, dtype, device)` yields `(label, args)` with `args` the op's full positional arguments (as
+torch.ops.cnnkernels.<op> and <op>_reference take them). Labels spell out what makes a sample awkward (odd channel
+counts, 1x1 / 13x17 maps, stride, kernel, layout, activations) and become the test ids.
+
+Tensors are drawn in fp32 from a generator seeded by the label and rounded once to `dtype`, so every dtype sees the same
+values (up to that rounding) and a failing id reproduces exactly. Weights are scaled by 2/sqrt(fan_in) so outputs have
+a spread of about 2: relu6 then clamps some values at 6 and relu zeroes about half.
+
+Layouts of the op's main input:
+  nchw  contiguous            cl     channels_last
+  slice x[:, ::2] of a tensor with twice the channels (non-contiguous, no dense layout)
+  tview x.transpose(2, 3) of an [N, C, W, H] tensor (dense but neither contiguous nor channels_last)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+
+import torch
+
+LAYOUTS = ("nchw", "cl", "slice", "tview")
+
+
+class Maker:
+    """Builds the tensors of one sample: deterministic per label, in the requested dtype, device and layout."""
+
+    def __init__(self, label: str, dtype: torch.dtype, device):
+        self.gen = torch.Generator().manual_seed(zlib.crc32(label.encode()))
+        self.dtype, self.device = dtype, torch.device(device)
+
+    def randn(self, *shape, scale: float = 1.0) -> torch.Tensor:
+        t = torch.randn(shape, generator=self.gen) * scale
+        return t.to(device=self.device, dtype=self.dtype)
+
+    def input(self, N, C, H, W, layout="nchw") -> torch.Tensor:
+        if layout == "nchw":
+            return self.randn(N, C, H, W)
+        if layout == "cl":
+            return self.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+        if layout == "slice":
+            return self.randn(N, 2 * C, H, W)[:, ::2]
+        if layout == "tview":
+            return self.randn(N, C, W, H).transpose(2, 3)
+        raise ValueError(layout)
+
+    def weight(self, cout, cin, kh=1, kw=None) -> torch.Tensor:
+        kw = kh if kw is None else kw
+        return self.randn(cout, cin, kh, kw, scale=2.0 / (cin * kh * kw) ** 0.5)
+
+    def bias(self, n, present=True) -> Optional[torch.Tensor]:
+        return self.randn(n, scale=0.5) if present else None
+
+
+@dataclass(frozen=True)
+class Spec:
+    label: str
+    build: Callable[[Maker], tuple]
+    tags: FrozenSet[str] = field(default_factory=frozenset)  # "grad": used by gradcheck, "opcheck": by opcheck
+
+
+def _tags(*t):
+    return frozenset(t)
+
+
+# ---------------------------------------------------------------------------------------------------------------- ops
+
+def _add_relu_specs() -> List[Spec]:
+    def four_d(N, C, H, W, layout, res_layout):
+        return lambda m: (m.input(N, C, H, W, layout), m.input(N, C, H, W, res_layout))
+
+    def flat(*shape):
+        return lambda m: (m.randn(*shape), m.randn(*shape))
+
+    return [
+        Spec("n2-c13-7x7-nchw", four_d(2, 13, 7, 7, "nchw", "nchw"), _tags("grad", "opcheck")),
+        Spec("n1-c37-13x17-cl", four_d(1, 37, 13, 17, "cl", "cl"), _tags("opcheck")),
+        Spec("n2-c3-1x1-cl-res_nchw", four_d(2, 3, 1, 1, "cl", "nchw")),
+        Spec("n3-c5-7x7-slice-res_cl", four_d(3, 5, 7, 7, "slice", "cl"), _tags("grad")),
+        Spec("n2-c13-13x17-tview", four_d(2, 13, 13, 17, "tview", "nchw"), _tags("opcheck")),
+        Spec("1d-len1031", flat(1031)),
+        Spec("3d-5x7x3", flat(5, 7, 3)),
+    ]
+
+
+def _conv2d_act_specs() -> List[Spec]:
+    def conv(N, C, H, W, Cout, k, s, p, d, groups, bias, residual, act, layout):
+        def build(m: Maker):
+            x = m.input(N, C, H, W, layout)
+            w = m.weight(Cout, C // groups, k)
+            Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
+            Wo = (W + 2 * p - d * (k - 1) - 1) // s + 1
+            r = m.input(N, Cout, Ho, Wo, layout) if residual else None
+            return (x, w, m.bias(Cout, bias), r, [s, s], [p, p], [d, d], groups, act)
+        return build
+
+    return [
+        Spec("n1-c3-7x7-k3-s1-nchw-bias-relu", conv(1, 3, 7, 7, 13, 3, 1, 1, 1, 1, True, False, "relu", "nchw"),
+             _tags("grad", "opcheck")),
+        Spec("n2-c13-13x17-k5-s2-cl-relu6", conv(2, 13, 13, 17, 37, 5, 2, 2, 1, 1, False, False, "relu6", "cl"),
+             _tags("opcheck")),
+        Spec("n2-c37-1x1-k1-slice-bias-res-none", conv(2, 37, 1, 1, 13, 1, 1, 0, 1, 1, True, True, "none", "slice")),
+        Spec("n3-c16-7x7-k3-s1-depthwise-cl-bias-res-relu",
+             conv(3, 16, 7, 7, 16, 3, 1, 1, 1, 16, True, True, "relu", "cl")),
+        Spec("n2-c6-5x6-k3-s2-depthwise-tview-bias-res-relu6",
+             conv(2, 6, 5, 6, 6, 3, 2, 1, 1, 6, True, True, "relu6", "tview"), _tags("grad")),
+        Spec("n2-c8-13x17-k3-s2-d2-g4-tview-bias-relu6",
+             conv(2, 8, 13, 17, 12, 3, 2, 2, 2, 4, True, False, "relu6", "tview"), _tags("opcheck")),
+        Spec("n1-c3-1x1-k3-s1-pad1-nchw-res-relu6", conv(1, 3, 1, 1, 5, 3, 1, 1, 1, 1, False, True, "relu6", "nchw")),
+        Spec("n2-c5-9x9-k5-s1-nopad-cl-bias-none", conv(2, 5, 9, 9, 7, 5, 1, 0, 1, 1, True, False, "none", "cl")),
+    ]
+
+
+def _dwsep_conv2d_specs() -> List[Spec]:
+    def dwsep(N, C, H, W, k, s, p, d, dw_bias, Cout, pw_bias, dw_act, pw_act, layout):
+        def build(m: Maker):
+            return (m.input(N, C, H, W, layout), m.weight(C, 1, k), m.bias(C, dw_bias), m.weight(Cout, C),
+                    m.bias(Cout, pw_bias), [s, s], [p, p], [d, d], dw_act, pw_act)
+        return build
+
+    return [
+        Spec("n1-c3-7x7-k3-s1-nchw-bias-relu-none",
+             dwsep(1, 3, 7, 7, 3, 1, 1, 1, True, 13, True, "relu", "none", "nchw"), _tags("grad", "opcheck")),
+        Spec("n2-c13-13x17-k5-s2-cl-pwbias-relu6-relu",
+             dwsep(2, 13, 13, 17, 5, 2, 2, 1, False, 37, True, "relu6", "relu", "cl"), _tags("opcheck")),
+        Spec("n2-c37-1x1-k3-s1-slice-dwbias-none-relu6",
+             dwsep(2, 37, 1, 1, 3, 1, 1, 1, True, 3, False, "none", "relu6", "slice")),
+        Spec("n3-c16-7x7-k3-s2-tview-bias-relu-relu",
+             dwsep(3, 16, 7, 7, 3, 2, 1, 1, True, 24, True, "relu", "relu", "tview"), _tags("opcheck")),
+        Spec("n1-c8-13x17-k3-s1-d2-cl-nobias-relu6-none",
+             dwsep(1, 8, 13, 17, 3, 1, 2, 2, False, 16, False, "relu6", "none", "cl")),
+        Spec("n2-c5-7x7-k5-s2-nopad-nchw-bias-none-relu",
+             dwsep(2, 5, 7, 7, 5, 2, 0, 1, True, 7, True, "none", "relu", "nchw")),
+        Spec("n2-c5-5x6-k3-s2-cl-bias-relu6-relu",
+             dwsep(2, 5, 5, 6, 3, 2, 1, 1, True, 7, True, "relu6", "relu", "cl"), _tags("grad")),
+    ]
+
+
+def _inverted_residual_specs() -> List[Spec]:
+    def block(N, C, H, W, hidden, expand_bias, k, s, Cout, residual, act, layout):
+        """hidden=None: no expansion stage (the depthwise conv reads the input directly)."""
+        def build(m: Maker):
+            x = m.input(N, C, H, W, layout)
+            if hidden is None:
+                ew, eb, hid = None, None, C
+            else:
+                ew, eb, hid = m.weight(hidden, C), m.bias(hidden, expand_bias), hidden
+            return (x, ew, eb, m.weight(hid, 1, k), m.bias(hid), m.weight(Cout, hid), m.bias(Cout), s, residual, act)
+        return build
+
+    return [
+        Spec("n1-c13-7x7-x37-k3-s1-nchw-res-relu6", block(1, 13, 7, 7, 37, True, 3, 1, 13, True, "relu6", "nchw"),
+             _tags("opcheck")),
+        Spec("n1-c5-5x6-x11-k3-s1-nchw-res-relu6", block(1, 5, 5, 6, 11, True, 3, 1, 5, True, "relu6", "nchw"),
+             _tags("grad")),
+        Spec("n2-c4-5x5-noexpand-k5-s2-cl-relu", block(2, 4, 5, 5, None, False, 5, 2, 6, False, "relu", "cl"),
+             _tags("grad")),
+        Spec("n2-c8-13x17-x48-k3-s2-cl-relu", block(2, 8, 13, 17, 48, True, 3, 2, 16, False, "relu", "cl"),
+             _tags("opcheck")),
+        Spec("n2-c16-7x7-noexpand-k3-s1-cl-res-relu6",
+             block(2, 16, 7, 7, None, False, 3, 1, 16, True, "relu6", "cl"), _tags("opcheck")),
+        Spec("n2-c3-1x1-x18-noexpandbias-k5-s1-slice-none",
+             block(2, 3, 1, 1, 18, False, 5, 1, 5, False, "none", "slice")),
+        Spec("n1-c24-13x17-x37-k5-s2-tview-relu6", block(1, 24, 13, 17, 37, True, 5, 2, 13, False, "relu6", "tview")),
+        Spec("n2-c13-1x1-noexpand-k3-s2-nchw-relu", block(2, 13, 1, 1, None, False, 3, 2, 7, False, "relu", "nchw")),
+        Spec("n2-c5-13x17-x15-k3-s1-tview-res-relu", block(2, 5, 13, 17, 15, True, 3, 1, 5, True, "relu", "tview")),
+    ]
+
+
+def _inception_block_specs() -> List[Spec]:
+    def block(N, C, H, W, c1, c2r, c2, k2, c3r, c3, k3, c4, layout):
+        def build(m: Maker):
+            return (m.input(N, C, H, W, layout), m.weight(c1, C), m.bias(c1), m.weight(c2r, C), m.bias(c2r),
+                    m.weight(c2, c2r, k2), m.bias(c2), m.weight(c3r, C), m.bias(c3r), m.weight(c3, c3r, k3),
+                    m.bias(c3), m.weight(c4, C), m.bias(c4))
+        return build
+
+    return [
+        Spec("n1-c3-7x7-k3k5-nchw", block(1, 3, 7, 7, 4, 3, 5, 3, 2, 3, 5, 4, "nchw"), _tags("grad", "opcheck")),
+        Spec("n2-c13-13x17-k3k5-cl", block(2, 13, 13, 17, 8, 6, 13, 3, 3, 7, 5, 5, "cl"), _tags("opcheck")),
+        Spec("n2-c37-1x1-k3k5-slice", block(2, 37, 1, 1, 5, 4, 6, 3, 2, 3, 5, 3, "slice")),
+        Spec("n1-c16-7x7-k3k5-tview", block(1, 16, 7, 7, 16, 16, 24, 3, 4, 8, 5, 8, "tview")),
+        Spec("n2-c8-13x17-k1k3-cl", block(2, 8, 13, 17, 3, 3, 5, 1, 2, 3, 3, 5, "cl"), _tags("opcheck")),
+        Spec("n1-c6-5x6-k3k3-cl", block(1, 6, 5, 6, 3, 2, 4, 3, 3, 2, 3, 3, "cl"), _tags("grad")),
+    ]
+
+
+SPECS: Dict[str, List[Spec]] = {
+    "add_relu": _add_relu_specs(),
+    "conv2d_act": _conv2d_act_specs(),
+    "dwsep_conv2d": _dwsep_conv2d_specs(),
+    "inverted_residual": _inverted_residual_specs(),
+    "inception_block": _inception_block_specs(),
+}
+OPS = tuple(SPECS)
+
+
+def sample_inputs(op_name: str, dtype: torch.dtype = torch.float32, device="cpu",
+                  tag: Optional[str] = None) -> Iterator[Tuple[str, tuple]]:
+    """(label, args) for op `op_name`; `tag` keeps only the samples marked for that use ("grad", "opcheck")."""
+    for spec in SPECS[op_name]:
+        if tag is None or tag in spec.tags:
+            yield spec.label, spec.build(Maker(spec.label, dtype, device))

@@ -1,0 +1,123 @@
+"""Re-runs groups of the suite in a child process under another configuration:
+
+* CNNKERNELS_DISABLE_COMPILED=1: the correctness and bad-input tests against the pure-PyTorch fallback (what users
+  get when the compiled library is missing or built for another torch), which must then report "reference" backends;
+* ATEN_CPU_CAPABILITY=default: the correctness tests on the generic (non-AVX) build of the compiled kernels;
+* ATEN_CPU_CAPABILITY=avx512: the same on the AVX-512 kernels, where the CPU has them.
+
+The children get CNNKERNELS_TEST_INNER=1 and deselect the `subprocess` marker, so they never start children of their
+own.
+"""
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import cnnkernels
+from cnnkernels._library import DISABLE_ENV, STATE, cpu_isa
+from helpers import INNER_RUN_ENV, PACKAGE_ENV
+
+pytestmark = pytest.mark.subprocess
+
+TESTS_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(cnnkernels.__file__).resolve().parent
+AVX512_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")  # what csrc/cpu/kernels/dispatch.cpp requires
+
+
+def _cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+MISSING_AVX512 = sorted(set(AVX512_FLAGS) - _cpu_flags())
+
+
+def _compiled_isas() -> list:
+    return STATE.build_config["cpu_isas"].split(",") if STATE.cpu else []
+
+
+def child_env(**update: str) -> dict:
+    """The environment of a child Python that imports the very cnnkernels under test (PYTHONPATH; the children run
+    outside the source tree so its cnnkernels/ cannot shadow an installed one), with `update` as the only settings
+    that change which kernels run."""
+    env = dict(os.environ)
+    for k in (DISABLE_ENV, "ATEN_CPU_CAPABILITY", "CNNKERNELS_EXPECT_COMPILED"):
+        env.pop(k, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
+                                                                    else []))
+    env.update(update)
+    return env
+
+
+def child_cpu_isa(tmp_path: Path, **update: str) -> str:
+    code = "import cnnkernels._library as L; print(L.cpu_isa())"
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(**update), capture_output=True,
+                          text=True, check=True, timeout=120).stdout.strip()
+
+
+def run_inner_pytest(tmp_path: Path, marker_expr: str, timeout: int = 420, **update: str) -> dict:
+    """Runs `pytest tests -m '<marker_expr> and not subprocess'` in a child; returns {test id: outcome}."""
+    env = child_env(**update)
+    env[INNER_RUN_ENV] = "1"
+    env[PACKAGE_ENV] = str(PACKAGE_DIR)
+    report = tmp_path / "inner.xml"
+    cmd = [sys.executable, "-m", "pytest", str(TESTS_DIR), "-q", "-p", "no:cacheprovider", "-m",
+           f"({marker_expr}) and not subprocess", f"--junitxml={report}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"{' '.join(cmd)} with {update} failed:\n{tail}"
+    outcomes = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        kinds = {child.tag for child in case}
+        outcome = ("failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed")
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+    assert outcomes, tail
+    return outcomes
+
+
+def _passed(outcomes: dict, test_name: str) -> bool:
+    return any(k.endswith(f"::{test_name}") and v == "passed" for k, v in outcomes.items())
+
+
+def test_reference_fallback(tmp_path):
+    outcomes = run_inner_pytest(tmp_path, "correctness or bad_input", **{DISABLE_ENV: "1"})
+    assert sum(v == "passed" for v in outcomes.values()) > 100
+    # Inside the child, every op reported its "reference" backend for CPU and CUDA.
+    assert _passed(outcomes, "test_disable_env_forces_reference_backends"), outcomes
+
+
+@pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
+def test_generic_kernels(tmp_path):
+    outcomes = run_inner_pytest(tmp_path, "correctness", ATEN_CPU_CAPABILITY="default")
+    assert sum(v == "passed" for v in outcomes.values()) > 50
+    # ... and the child's kernels really were the DEFAULT (non-AVX) build.
+    assert _passed(outcomes, "test_kernel_isa_follows_aten_cpu_capability"), outcomes
+
+
+@pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
+@pytest.mark.skipif(bool(MISSING_AVX512), reason=f"AVX-512 kernels cannot run on this CPU (no "
+                                                f"{'/'.join(MISSING_AVX512)} flags); the main run covers its "
+                                                f"{cpu_isa()} kernels")
+def test_avx512_kernels(tmp_path):
+    assert "AVX512" in _compiled_isas(), f"built without AVX-512 kernels: {_compiled_isas()}"
+    assert child_cpu_isa(tmp_path, ATEN_CPU_CAPABILITY="avx512") == "AVX512"
+    outcomes = run_inner_pytest(tmp_path, "correctness", ATEN_CPU_CAPABILITY="avx512")
+    assert sum(v == "passed" for v in outcomes.values()) > 50
+
+
+@pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
+@pytest.mark.skipif(not MISSING_AVX512, reason="this CPU has AVX-512")
+def test_avx512_request_without_avx512_cpu_is_safe(tmp_path):
+    # ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512: the kernels must not pick their AVX-512 build (it would
+    # fault); dispatch.cpp re-checks the CPU's flags and falls back to the best supported ISA.
+    isa = child_cpu_isa(tmp_path, ATEN_CPU_CAPABILITY="avx512")
+    assert isa in _compiled_isas() and isa != "AVX512"

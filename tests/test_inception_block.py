@@ -1,0 +1,100 @@
+"""inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)."""
+
+import pytest
+import torch
+
+from helpers import (assert_empty_batch, assert_matches_reference, assert_op_error, cases, gradcheck, opcheck,
+                     opcheck_cases, schema_args)
+
+OP = "inception_block"
+
+
+@pytest.mark.correctness
+@pytest.mark.parametrize("dtype,args", cases(OP))
+def test_matches_reference(dtype, args):
+    assert_matches_reference(OP, args, dtype)
+
+
+@pytest.mark.parametrize("dtype,args", cases(OP, [torch.float64], tag="grad"))
+def test_gradcheck(dtype, args):
+    gradcheck(OP, args)
+
+
+@pytest.mark.parametrize("args,requires_grad", opcheck_cases(OP))
+def test_opcheck(args, requires_grad):
+    opcheck(OP, args, requires_grad)
+
+
+def args(**overrides):
+    """Valid arguments (input [2, 4, 5, 5]; branches 3 | 2->5 (3x3) | 2->3 (5x5) | 2), with `overrides` replaced."""
+    r = torch.randn
+    values = dict(input=r(2, 4, 5, 5), w1=r(3, 4, 1, 1), b1=r(3), w2_reduce=r(2, 4, 1, 1), b2_reduce=r(2),
+                  w2=r(5, 2, 3, 3), b2=r(5), w3_reduce=r(2, 4, 1, 1), b3_reduce=r(2), w3=r(3, 2, 5, 5), b3=r(3),
+                  w4=r(2, 4, 1, 1), b4=r(2))
+    values.update(overrides)
+    return schema_args(OP, values)
+
+
+def test_valid_args_are_valid():
+    assert torch.ops.cnnkernels.inception_block(*args()).shape == (2, 3 + 5 + 3 + 2, 5, 5)
+
+
+@pytest.mark.bad_input
+def test_bad_rank():
+    assert_op_error(OP, args(input=torch.randn(4, 5, 5)), ValueError, "input")
+
+
+@pytest.mark.bad_input
+def test_bad_spatial_size():
+    assert_op_error(OP, args(input=torch.randn(2, 4, 5, 0)), ValueError, "input")
+
+
+@pytest.mark.bad_input
+def test_bad_w1_channels():
+    assert_op_error(OP, args(w1=torch.randn(3, 5, 1, 1)), ValueError, "w1")
+
+
+@pytest.mark.bad_input
+def test_bad_w4_not_1x1():
+    assert_op_error(OP, args(w4=torch.randn(2, 4, 3, 3)), ValueError, "w4")
+
+
+@pytest.mark.bad_input
+def test_bad_w2_channels():
+    # w2 reads the 2 channels of the reduce stage, not the input's 4.
+    assert_op_error(OP, args(w2=torch.randn(5, 4, 3, 3)), ValueError, "w2")
+
+
+@pytest.mark.bad_input
+def test_bad_w3_even_kernel():
+    assert_op_error(OP, args(w3=torch.randn(3, 2, 4, 4)), ValueError, "w3")
+
+
+@pytest.mark.bad_input
+def test_bad_w3_reduce_channels():
+    assert_op_error(OP, args(w3_reduce=torch.randn(2, 3, 1, 1)), ValueError, "w3_reduce")
+
+
+@pytest.mark.bad_input
+def test_bad_bias_shape():
+    assert_op_error(OP, args(b2=torch.randn(2)), ValueError, "b2")
+
+
+@pytest.mark.bad_input
+def test_bad_reduce_bias_shape():
+    assert_op_error(OP, args(b2_reduce=torch.randn(5)), ValueError, "b2_reduce")
+
+
+@pytest.mark.bad_input
+def test_bad_dtype():
+    assert_op_error(OP, args(w4=torch.randn(2, 4, 1, 1, dtype=torch.bfloat16)), TypeError, "w4")
+
+
+@pytest.mark.bad_input
+def test_bad_device():
+    assert_op_error(OP, args(w2=torch.empty(5, 2, 3, 3, device="meta")), ValueError, "w2", compare_meta=False)
+
+
+@pytest.mark.bad_input
+def test_empty_batch():
+    assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))

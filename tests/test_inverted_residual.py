@@ -1,0 +1,131 @@
+"""inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
+residual, activation)."""
+
+import pytest
+import torch
+
+from helpers import (assert_empty_batch, assert_matches_reference, assert_op_error, cases, gradcheck, opcheck,
+                     opcheck_cases, schema_args)
+
+OP = "inverted_residual"
+
+
+@pytest.mark.correctness
+@pytest.mark.parametrize("dtype,args", cases(OP))
+def test_matches_reference(dtype, args):
+    assert_matches_reference(OP, args, dtype)
+
+
+@pytest.mark.parametrize("dtype,args", cases(OP, [torch.float64], tag="grad"))
+def test_gradcheck(dtype, args):
+    gradcheck(OP, args)
+
+
+@pytest.mark.parametrize("args,requires_grad", opcheck_cases(OP))
+def test_opcheck(args, requires_grad):
+    opcheck(OP, args, requires_grad)
+
+
+def args(**overrides):
+    """Valid arguments (input [2, 4, 5, 5], expand to 12, 3x3 depthwise, project back to 4, residual), with
+    `overrides` replaced."""
+    values = dict(input=torch.randn(2, 4, 5, 5), expand_weight=torch.randn(12, 4, 1, 1), expand_bias=torch.randn(12),
+                  dw_weight=torch.randn(12, 1, 3, 3), dw_bias=torch.randn(12),
+                  project_weight=torch.randn(4, 12, 1, 1), project_bias=torch.randn(4), stride=1, residual=True,
+                  activation="relu6")
+    values.update(overrides)
+    return schema_args(OP, values)
+
+
+def test_valid_args_are_valid():
+    assert torch.ops.cnnkernels.inverted_residual(*args()).shape == (2, 4, 5, 5)
+    assert torch.ops.cnnkernels.inverted_residual(*args(stride=2, residual=False)).shape == (2, 4, 3, 3)
+
+
+@pytest.mark.bad_input
+def test_bad_rank():
+    assert_op_error(OP, args(input=torch.randn(2, 4, 5, 5, 1)), ValueError, "input")
+
+
+@pytest.mark.bad_input
+def test_bad_spatial_size():
+    assert_op_error(OP, args(input=torch.randn(2, 4, 0, 5)), ValueError, "input")
+
+
+@pytest.mark.bad_input
+def test_bad_expand_weight_channels():
+    assert_op_error(OP, args(expand_weight=torch.randn(12, 5, 1, 1)), ValueError, "expand_weight")
+
+
+@pytest.mark.bad_input
+def test_bad_expand_bias_shape():
+    assert_op_error(OP, args(expand_bias=torch.randn(4)), ValueError, "expand_bias")
+
+
+@pytest.mark.bad_input
+def test_bad_expand_bias_without_expand_weight():
+    assert_op_error(OP, args(expand_weight=None, dw_weight=torch.randn(4, 1, 3, 3), dw_bias=torch.randn(4),
+                             project_weight=torch.randn(4, 4, 1, 1)), ValueError, "expand_bias")
+
+
+@pytest.mark.bad_input
+def test_bad_dw_weight_channels():
+    assert_op_error(OP, args(dw_weight=torch.randn(4, 1, 3, 3)), ValueError, "dw_weight")
+
+
+@pytest.mark.bad_input
+def test_bad_dw_weight_even_kernel():
+    assert_op_error(OP, args(dw_weight=torch.randn(12, 1, 3, 4)), ValueError, "dw_weight")
+
+
+@pytest.mark.bad_input
+def test_bad_dw_bias_shape():
+    assert_op_error(OP, args(dw_bias=torch.randn(4)), ValueError, "dw_bias")
+
+
+@pytest.mark.bad_input
+def test_bad_project_weight_channels():
+    assert_op_error(OP, args(project_weight=torch.randn(4, 4, 1, 1)), ValueError, "project_weight")
+
+
+@pytest.mark.bad_input
+def test_bad_project_bias_shape():
+    assert_op_error(OP, args(project_bias=torch.randn(12)), ValueError, "project_bias")
+
+
+@pytest.mark.bad_input
+def test_bad_residual_channels():
+    assert_op_error(OP, args(project_weight=torch.randn(6, 12, 1, 1), project_bias=torch.randn(6)), ValueError,
+                    "residual")
+
+
+@pytest.mark.bad_input
+def test_bad_residual_stride():
+    assert_op_error(OP, args(stride=2), ValueError, "residual")
+
+
+@pytest.mark.bad_input
+def test_bad_dtype():
+    assert_op_error(OP, args(dw_bias=torch.randn(12, dtype=torch.float16)), TypeError, "dw_bias")
+
+
+@pytest.mark.bad_input
+def test_bad_device():
+    assert_op_error(OP, args(project_weight=torch.empty(4, 12, 1, 1, device="meta")), ValueError, "project_weight",
+                    compare_meta=False)
+
+
+@pytest.mark.bad_input
+def test_bad_activation():
+    assert_op_error(OP, args(activation="hardswish"), ValueError, "activation")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("stride", [0, -1])
+def test_bad_stride(stride):
+    assert_op_error(OP, args(stride=stride, residual=False), ValueError, "stride")
+
+
+@pytest.mark.bad_input
+def test_empty_batch():
+    assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))
