@@ -44,6 +44,25 @@ inline const float* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<float>() : nullptr;
 }
 
+// `t` in memory format `fmt` with exactly the strides at::empty(..., fmt) gives, which the fake kernels predict. A
+// tensor that is contiguous in both layouts (1x1 maps, empty batches) is re-strided without a copy.
+inline at::Tensor in_format(const at::Tensor& t, at::MemoryFormat fmt) {
+  if (!t.is_contiguous(fmt)) return t.contiguous(fmt);
+  const auto sz = t.sizes();
+  std::vector<int64_t> want(sz.size());
+  auto dim = [&](size_t i) { return std::max<int64_t>(sz[i], 1); };
+  if (fmt == at::MemoryFormat::ChannelsLast && sz.size() == 4) {
+    want = {dim(1) * dim(2) * dim(3), 1, dim(1) * dim(3), dim(1)};
+  } else {
+    int64_t s = 1;
+    for (size_t i = sz.size(); i-- > 0;) {
+      want[i] = s;
+      s *= dim(i);
+    }
+  }
+  return t.strides() == c10::IntArrayRef(want) ? t : t.as_strided(sz, want);
+}
+
 // Activations for the fp64 paths (ATen-computed, used by gradcheck): NaN-propagating like the kernels.
 inline at::Tensor activation_reference(const at::Tensor& y, Activation a) {
   if (a == Activation::ReLU) return at::relu(y);

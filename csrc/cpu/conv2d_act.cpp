@@ -16,7 +16,7 @@ at::Tensor conv2d_act_reference_fp64(const at::Tensor& input, const at::Tensor& 
                                      const ConvGeom& g, Activation act) {
   at::Tensor y = at::convolution(input, weight, bias, {g.sH, g.sW}, {g.pH, g.pW}, {g.dH, g.dW}, false, {0, 0}, g.groups);
   if (residual.has_value()) y = y + *residual;
-  return activation_reference(y, act).contiguous(output_memory_format(input));
+  return in_format(activation_reference(y, act), output_memory_format(input));
 }
 
 void conv2d_act_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias_f32,
@@ -76,11 +76,11 @@ at::Tensor conv2d_act_cpu(const at::Tensor& input, const at::Tensor& weight, con
   const auto fmt = output_memory_format(input);
   if (input.scalar_type() == at::kDouble) return conv2d_act_reference_fp64(input, weight, bias, residual, g, act);
   at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (y.numel() == 0) return y.contiguous(fmt);
+  if (y.numel() == 0) return in_format(y, fmt);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor res = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
   conv2d_act_nhwc(x, weight, float_bias(bias), res, g, act, y);
-  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+  return in_format(y, fmt);
 }
 
 }  // namespace

@@ -27,10 +27,10 @@ at::Tensor dwsep_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight
   const auto fmt = output_memory_format(input);
   if (input.scalar_type() == at::kDouble) {  // fp64 exists for gradcheck; ATen computes it
     at::Tensor h = activation_reference(at::conv2d(input, dw_weight, dw_bias, stride, padding, dilation, g.C), d.dw_act);
-    return activation_reference(at::conv2d(h, pw_weight, pw_bias), d.pw_act).contiguous(fmt);
+    return in_format(activation_reference(at::conv2d(h, pw_weight, pw_bias), d.pw_act), fmt);
   }
   at::Tensor y = at::empty({g.N, d.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (y.numel() == 0) return y.contiguous(fmt);
+  if (y.numel() == 0) return in_format(y, fmt);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const auto& k = kernels();
   const at::Tensor dw_w = packed_depthwise_weight(dw_weight);
@@ -50,7 +50,7 @@ at::Tensor dwsep_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight
       r += oh1 - oh0;
     }
   });
-  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+  return in_format(y, fmt);
 }
 
 }  // namespace

@@ -29,15 +29,15 @@ at::Tensor inception_block_cpu(const at::Tensor& input, const at::Tensor& w1, co
   const IncGeom g = check_inception(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4);
   const auto fmt = output_memory_format(input);
   if (input.scalar_type() == at::kDouble) {  // fp64 exists for gradcheck; ATen computes it
-    return at::cat({branch_fp64(input, w1, b1), branch_fp64(branch_fp64(input, w2_reduce, b2_reduce), w2, b2),
+    return in_format(at::cat({branch_fp64(input, w1, b1), branch_fp64(branch_fp64(input, w2_reduce, b2_reduce), w2, b2),
                     branch_fp64(branch_fp64(input, w3_reduce, b3_reduce), w3, b3),
                     branch_fp64(at::max_pool2d(input, {3, 3}, {1, 1}, {1, 1}), w4, b4)},
-                   1)
-        .contiguous(fmt);
+                   1),
+                     fmt);
   }
   const int64_t Ct = g.Ctot();
   at::Tensor y = at::empty({g.N, Ct, g.H, g.W}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (y.numel() == 0) return y.contiguous(fmt);
+  if (y.numel() == 0) return in_format(y, fmt);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const auto& k = kernels();
   const int64_t P = k.panel;
@@ -96,7 +96,7 @@ at::Tensor inception_block_cpu(const at::Tensor& input, const at::Tensor& w1, co
       r += h1 - h0;
     }
   });
-  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+  return in_format(y, fmt);
 }
 
 }  // namespace

@@ -34,10 +34,10 @@ at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at
                              g.act);
     h = at::conv2d(h, project_weight, project_bias);
     if (g.residual) h = h + input;
-    return h.contiguous(fmt);
+    return in_format(h, fmt);
   }
   at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (y.numel() == 0) return y.contiguous(fmt);
+  if (y.numel() == 0) return in_format(y, fmt);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const auto& k = kernels();
   const at::Tensor ew = g.expand ? packed_conv_weight(*expand_weight, 1, k.panel) : at::Tensor();
@@ -80,7 +80,7 @@ at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at
       r += oh1 - oh0;
     }
   });
-  return fmt == at::MemoryFormat::ChannelsLast ? y : y.contiguous(fmt);
+  return in_format(y, fmt);
 }
 
 }  // namespace
