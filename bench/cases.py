@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from cnnkernels.ops._act import apply_activation as _act
+
 Tensors = Dict[str, Optional[torch.Tensor]]
 
 
@@ -38,15 +40,6 @@ class Case:
 
     def describe(self) -> str:
         return self.spec.describe(self)
-
-
-def _act(x: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "relu":
-        return F.relu(x)
-    if activation == "relu6":
-        return F.relu6(x)
-    assert activation == "none", activation
-    return x
 
 
 def _conv_w(g: torch.Generator, cout: int, cin_per_group: int, k: int) -> torch.Tensor:

@@ -14,11 +14,9 @@ from typing import Dict, Optional
 
 import pytest
 
-import cnnkernels
+from cnnkernels._library import LIB_DIR, PACKAGE_DIR  # noqa: F401  (the package under test, wherever it lives)
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_DIR = Path(cnnkernels.__file__).resolve().parent
-LIB_DIR = PACKAGE_DIR / "lib"
 EXPECT_COMPILED_ENV = "CNNKERNELS_EXPECT_COMPILED"
 
 
