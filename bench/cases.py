@@ -1,0 +1,291 @@
+"""The op-level benchmark suite: shapes taken from real network layers, each case named after its layer.
+
+An `OpSpec` knows, for one cnnkernels op, how to make random weights (BatchNorm already folded into conv biases), the
+plain torch.nn.functional composition the op replaces (`eager`), and the fused call (`fused`). A `Case` is one layer:
+an op, its input size and the op's parameters. Batch size and dtype come from the command line.
+
+Layer names follow torchvision's module paths (resnet18, resnet50, mobilenet_v2, googlenet). torchvision has no
+MobileNet v1: its names follow the usual `features` Sequential of separate layers [conv, dw, pw, dw, pw, ...], and a
+depthwise-separable case is named after its pointwise layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from cnnkernels.ops._act import apply_activation as _act
+
+Tensors = Dict[str, Optional[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str                 # layer path, e.g. "resnet50.layer1.0.conv3"
+    op: str                   # cnnkernels op
+    cin: int                  # input channels
+    hw: int                   # input height = width
+    params: Dict = field(default_factory=dict)
+
+    def input_shape(self, batch: int) -> Tuple[int, int, int, int]:
+        return (batch, self.cin, self.hw, self.hw)
+
+    @property
+    def spec(self) -> "OpSpec":
+        return OPS[self.op]
+
+    def describe(self) -> str:
+        return self.spec.describe(self)
+
+
+def _conv_w(g: torch.Generator, cout: int, cin_per_group: int, k: int) -> torch.Tensor:
+    # He initialisation keeps activations O(1) through the blocks, so tolerances stay meaningful
+    std = (2.0 / (cin_per_group * k * k)) ** 0.5
+    return torch.randn(cout, cin_per_group, k, k, generator=g) * std
+
+
+def _bias(g: torch.Generator, n: int) -> torch.Tensor:
+    return torch.randn(n, generator=g) * 0.1  # a folded BatchNorm shift: never zero
+
+
+class OpSpec:
+    """One op: random weights, the eager composition it replaces, and the fused cnnkernels call."""
+
+    op: str
+
+    def weights(self, case: Case, g: torch.Generator) -> Tensors:
+        raise NotImplementedError
+
+    def activations(self, case: Case, x_shape, g: torch.Generator) -> Tensors:
+        """Activation-like extra inputs (a residual): they follow the input's layout in every provider."""
+        return {}
+
+    def eager(self, case: Case, x: torch.Tensor, acts: Tensors, w: Tensors) -> torch.Tensor:
+        raise NotImplementedError
+
+    def op_args(self, case: Case, x: torch.Tensor, acts: Tensors, w: Tensors) -> Dict:
+        """The op's arguments by schema name (cnnkernels/ops.schema)."""
+        raise NotImplementedError
+
+    def describe(self, case: Case) -> str:
+        raise NotImplementedError
+
+    def fused_callable(self) -> Callable:
+        """cnnkernels.<op> when its Python wrapper exists and takes the schema's argument names, else the raw
+        torch.ops.cnnkernels.<op> (always defined, from ops.schema)."""
+        import cnnkernels
+
+        raw = getattr(torch.ops.cnnkernels, self.op)
+        wrapper = getattr(cnnkernels, self.op, None)
+        names = _schema_arg_names(self.op)
+        if wrapper is not None:
+            try:
+                inspect.signature(wrapper).bind(**{n: None for n in names})
+                return lambda **kw: wrapper(**kw)
+            except (TypeError, ValueError):
+                pass
+        return lambda **kw: raw(*[kw[n] for n in names])
+
+
+def _schema_arg_names(op: str) -> List[str]:
+    from cnnkernels._library import SCHEMAS
+
+    args = SCHEMAS[op].split("(", 1)[1].rsplit(")", 1)[0]
+    return [a.strip().rsplit(" ", 1)[1] for a in args.split(",")]
+
+
+class AddRelu(OpSpec):
+    op = "add_relu"
+
+    def weights(self, case, g):
+        return {}
+
+    def activations(self, case, x_shape, g):
+        return {"residual": torch.randn(x_shape, generator=g)}
+
+    def eager(self, case, x, acts, w):
+        return F.relu(x + acts["residual"])
+
+    def op_args(self, case, x, acts, w):
+        return {"input": x, "residual": acts["residual"]}
+
+    def describe(self, case):
+        return f"relu(x + residual) {case.cin}x{case.hw}x{case.hw}"
+
+
+class Conv2dAct(OpSpec):
+    """params: cout, k, stride, residual (bool), activation"""
+
+    op = "conv2d_act"
+
+    def _out_hw(self, case):
+        k, s = case.params["k"], case.params.get("stride", 1)
+        return (case.hw + 2 * (k // 2) - k) // s + 1
+
+    def weights(self, case, g):
+        p = case.params
+        return {"weight": _conv_w(g, p["cout"], case.cin, p["k"]), "bias": _bias(g, p["cout"])}
+
+    def activations(self, case, x_shape, g):
+        if not case.params.get("residual"):
+            return {}
+        ho = self._out_hw(case)
+        return {"residual": torch.randn(x_shape[0], case.params["cout"], ho, ho, generator=g)}
+
+    def eager(self, case, x, acts, w):
+        p = case.params
+        y = F.conv2d(x, w["weight"], w["bias"], p.get("stride", 1), p["k"] // 2)
+        if acts.get("residual") is not None:
+            y = y + acts["residual"]
+        return _act(y, p["activation"])
+
+    def op_args(self, case, x, acts, w):
+        p = case.params
+        s, pad = p.get("stride", 1), p["k"] // 2
+        return {"input": x, "weight": w["weight"], "bias": w["bias"], "residual": acts.get("residual"),
+                "stride": [s, s], "padding": [pad, pad], "dilation": [1, 1], "groups": 1,
+                "activation": p["activation"]}
+
+    def describe(self, case):
+        p = case.params
+        res = " + residual" if p.get("residual") else ""
+        return (f"conv {p['k']}x{p['k']} {case.cin}->{p['cout']} s{p.get('stride', 1)}{res} {p['activation']} "
+                f"@{case.hw}")
+
+
+class DwsepConv2d(OpSpec):
+    """params: cout, stride, dw_activation, pw_activation (3x3 depthwise, padding 1, then 1x1 pointwise)"""
+
+    op = "dwsep_conv2d"
+
+    def weights(self, case, g):
+        p = case.params
+        return {"dw_weight": _conv_w(g, case.cin, 1, 3), "dw_bias": _bias(g, case.cin),
+                "pw_weight": _conv_w(g, p["cout"], case.cin, 1), "pw_bias": _bias(g, p["cout"])}
+
+    def eager(self, case, x, acts, w):
+        p = case.params
+        y = _act(F.conv2d(x, w["dw_weight"], w["dw_bias"], p["stride"], 1, 1, case.cin), p["dw_activation"])
+        return _act(F.conv2d(y, w["pw_weight"], w["pw_bias"]), p["pw_activation"])
+
+    def op_args(self, case, x, acts, w):
+        p = case.params
+        return {"input": x, "dw_weight": w["dw_weight"], "dw_bias": w["dw_bias"], "pw_weight": w["pw_weight"],
+                "pw_bias": w["pw_bias"], "stride": [p["stride"]] * 2, "padding": [1, 1], "dilation": [1, 1],
+                "dw_activation": p["dw_activation"], "pw_activation": p["pw_activation"]}
+
+    def describe(self, case):
+        p = case.params
+        return (f"dw3x3 s{p['stride']} {p['dw_activation']} + pw {case.cin}->{p['cout']} {p['pw_activation']} "
+                f"@{case.hw}")
+
+
+class InvertedResidual(OpSpec):
+    """params: cout, expand (ratio), stride, activation; residual when stride 1 and cin == cout (MobileNet v2)"""
+
+    op = "inverted_residual"
+
+    def _hidden(self, case):
+        return case.cin * case.params["expand"]
+
+    def _residual(self, case):
+        return case.params["stride"] == 1 and case.cin == case.params["cout"]
+
+    def weights(self, case, g):
+        p, hid = case.params, self._hidden(case)
+        w = {"expand_weight": None, "expand_bias": None}
+        if p["expand"] != 1:
+            w = {"expand_weight": _conv_w(g, hid, case.cin, 1), "expand_bias": _bias(g, hid)}
+        w.update({"dw_weight": _conv_w(g, hid, 1, 3), "dw_bias": _bias(g, hid),
+                  "project_weight": _conv_w(g, p["cout"], hid, 1), "project_bias": _bias(g, p["cout"])})
+        return w
+
+    def eager(self, case, x, acts, w):
+        p, hid = case.params, self._hidden(case)
+        y = x
+        if w["expand_weight"] is not None:
+            y = _act(F.conv2d(y, w["expand_weight"], w["expand_bias"]), p["activation"])
+        y = _act(F.conv2d(y, w["dw_weight"], w["dw_bias"], p["stride"], 1, 1, hid), p["activation"])
+        y = F.conv2d(y, w["project_weight"], w["project_bias"])
+        return y + x if self._residual(case) else y
+
+    def op_args(self, case, x, acts, w):
+        p = case.params
+        return {"input": x, **w, "stride": p["stride"], "residual": self._residual(case),
+                "activation": p["activation"]}
+
+    def describe(self, case):
+        p = case.params
+        res = " + residual" if self._residual(case) else ""
+        return (f"{case.cin}->{case.cin * p['expand']}->{p['cout']} s{p['stride']}{res} {p['activation']} "
+                f"@{case.hw}")
+
+
+class InceptionBlock(OpSpec):
+    """params: c1, c3r, c3, c5r, c5, cp (torchvision's Inception(in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5,
+    pool_proj)); torchvision's "5x5" branch uses a 3x3 kernel, so does this one. Every conv is followed by ReLU."""
+
+    op = "inception_block"
+
+    def weights(self, case, g):
+        p, c = case.params, case.cin
+        return {"w1": _conv_w(g, p["c1"], c, 1), "b1": _bias(g, p["c1"]),
+                "w2_reduce": _conv_w(g, p["c3r"], c, 1), "b2_reduce": _bias(g, p["c3r"]),
+                "w2": _conv_w(g, p["c3"], p["c3r"], 3), "b2": _bias(g, p["c3"]),
+                "w3_reduce": _conv_w(g, p["c5r"], c, 1), "b3_reduce": _bias(g, p["c5r"]),
+                "w3": _conv_w(g, p["c5"], p["c5r"], 3), "b3": _bias(g, p["c5"]),
+                "w4": _conv_w(g, p["cp"], c, 1), "b4": _bias(g, p["cp"])}
+
+    def eager(self, case, x, acts, w):
+        b1 = F.relu(F.conv2d(x, w["w1"], w["b1"]))
+        b2 = F.relu(F.conv2d(x, w["w2_reduce"], w["b2_reduce"]))
+        b2 = F.relu(F.conv2d(b2, w["w2"], w["b2"], padding=w["w2"].shape[-1] // 2))
+        b3 = F.relu(F.conv2d(x, w["w3_reduce"], w["b3_reduce"]))
+        b3 = F.relu(F.conv2d(b3, w["w3"], w["b3"], padding=w["w3"].shape[-1] // 2))
+        b4 = F.max_pool2d(x, 3, stride=1, padding=1, ceil_mode=True)
+        b4 = F.relu(F.conv2d(b4, w["w4"], w["b4"]))
+        return torch.cat([b1, b2, b3, b4], 1)
+
+    def op_args(self, case, x, acts, w):
+        return {"input": x, **w}
+
+    def describe(self, case):
+        p = case.params
+        return (f"{case.cin} -> {p['c1']} | {p['c3r']}->{p['c3']} | {p['c5r']}->{p['c5']} | pool->{p['cp']} "
+                f"@{case.hw}")
+
+
+OPS: Dict[str, OpSpec] = {s.op: s for s in (AddRelu(), Conv2dAct(), DwsepConv2d(), InvertedResidual(),
+                                            InceptionBlock())}
+
+
+def _incep(name, cin, hw, c1, c3r, c3, c5r, c5, cp):
+    return Case(name, "inception_block", cin, hw, dict(c1=c1, c3r=c3r, c3=c3, c5r=c5r, c5=c5, cp=cp))
+
+
+CASES: List[Case] = [
+    Case("resnet18.layer1.0.add_relu", "add_relu", 64, 56),
+    Case("resnet18.layer1.0.conv1", "conv2d_act", 64, 56, dict(cout=64, k=3, stride=1, activation="relu")),
+    Case("resnet50.layer1.0.conv3", "conv2d_act", 64, 56,
+         dict(cout=256, k=1, stride=1, residual=True, activation="relu")),
+    Case("mobilenet_v1.features.2", "dwsep_conv2d", 32, 112,
+         dict(cout=64, stride=1, dw_activation="relu", pw_activation="relu")),
+    Case("mobilenet_v1.features.4", "dwsep_conv2d", 64, 112,
+         dict(cout=128, stride=2, dw_activation="relu", pw_activation="relu")),
+    Case("mobilenet_v2.features.2", "inverted_residual", 16, 112,
+         dict(cout=24, expand=6, stride=2, activation="relu6")),
+    Case("mobilenet_v2.features.3", "inverted_residual", 24, 56,
+         dict(cout=24, expand=6, stride=1, activation="relu6")),
+    # torchvision's features.14 is the 96->160 stride-2 block (14x14 in, 7x7 out); 15 and 16 are 160->160 at 7x7
+    Case("mobilenet_v2.features.14", "inverted_residual", 96, 14,
+         dict(cout=160, expand=6, stride=2, activation="relu6")),
+    Case("mobilenet_v2.features.15", "inverted_residual", 160, 7,
+         dict(cout=160, expand=6, stride=1, activation="relu6")),
+    _incep("googlenet.inception3a", 192, 28, 64, 96, 128, 16, 32, 32),
+    _incep("googlenet.inception4a", 480, 14, 192, 96, 208, 16, 48, 64),
+    _incep("googlenet.inception5b", 832, 7, 384, 192, 384, 48, 128, 128),
+]

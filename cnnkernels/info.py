@@ -1,0 +1,182 @@
+"""What cnnkernels is running with: versions, build config, CPU ISA, compiled library state, backend of every op.
+
+    python -m cnnkernels.info          # human-readable report
+    python -m cnnkernels.info --json   # the same as JSON
+
+`collect()` returns the report as a dict (used by tests and bench/run.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any, Dict, Optional
+
+import torch
+
+import cnnkernels
+from cnnkernels import _library as L
+
+DEVICE_KEYS = ("CPU", "CUDA")
+
+
+def _dist_version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _triton() -> Dict[str, Any]:
+    try:
+        import triton
+    except Exception as e:  # ImportError, or a broken install raising anything at import
+        return {"importable": False, "version": _dist_version("triton"), "error": f"{type(e).__name__}: {e}"}
+    return {"importable": True, "version": getattr(triton, "__version__", None) or _dist_version("triton"),
+            "error": None}
+
+
+def _read_build_config() -> Optional[dict]:
+    if L.STATE.build_config is not None:
+        return L.STATE.build_config
+    try:  # not loaded (e.g. disabled or torch mismatch): still show what is on disk
+        return json.loads((L.LIB_DIR / "_build_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _op_backends() -> Dict[str, Dict[str, str]]:
+    ops = {}
+    for name, schema in L.SCHEMAS.items():
+        row = {"schema": schema}
+        for key in DEVICE_KEYS:
+            backend = L.BACKENDS.get(name, {}).get(key)
+            if backend is None:  # no Python module registered the op: only a compiled kernel can serve it
+                has = torch._C._dispatch_has_kernel_for_dispatch_key(f"{L.NAMESPACE}::{name}", key)
+                backend = "compiled" if has else "missing"
+            row[key] = backend
+        ops[name] = row
+    return ops
+
+
+def collect() -> Dict[str, Any]:
+    """The whole report as a JSON-serialisable dict."""
+    cuda_devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            cuda_devices.append({"name": p.name, "capability": f"{p.major}.{p.minor}"})
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda,
+            "torchvision": _dist_version("torchvision"),
+            "triton": _dist_version("triton"),
+            "cnnkernels": cnnkernels.__version__,
+        },
+        "package_dir": str(L.PACKAGE_DIR),
+        "build_config": _read_build_config(),
+        "compiled": {
+            "cpu": L.STATE.cpu,
+            "cuda": L.STATE.cuda,
+            "reason": L.STATE.reason,
+            "cuda_reason": L.STATE.cuda_reason,
+            "disabled_by_env": os.environ.get(L.DISABLE_ENV, "0") not in ("", "0"),
+        },
+        "cpu": {
+            "model": cpu_model(),
+            "machine": platform.machine(),
+            "cores": os.cpu_count(),
+            "usable_cores": affinity,
+            "torch_threads": torch.get_num_threads(),
+            "isa": L.cpu_isa(),  # what the compiled kernels dispatch to; None when not loaded
+            "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY"),
+        },
+        "cuda_devices": cuda_devices,
+        "triton": _triton(),
+        "ops": _op_backends(),
+    }
+
+
+def format_report(info: Dict[str, Any]) -> str:
+    v, b, c, cpu = info["versions"], info["build_config"], info["compiled"], info["cpu"]
+    out = []
+    add = out.append
+    add(f"cnnkernels {v['cnnkernels']}  ({info['package_dir']})")
+    add("")
+    add("Versions")
+    add(f"  python        {v['python']}")
+    add(f"  torch         {v['torch']}" + (f" (CUDA {v['torch_cuda']})" if v["torch_cuda"] else " (CPU-only build)"))
+    add(f"  torchvision   {v['torchvision'] or 'not installed'}")
+    t = info["triton"]
+    add(f"  triton        {t['version'] or 'not installed'}, "
+        + ("importable" if t["importable"] else f"not importable ({t['error']})"))
+    add("")
+    add("Build config (cnnkernels/lib/_build_config.json)")
+    if b is None:
+        add("  none: the compiled library was not built or installed")
+    else:
+        add(f"  built against torch {b.get('torch_version')}"
+            + (f" (CUDA {b['torch_cuda_version']})" if b.get("torch_cuda_version") else "")
+            + f", C++11 ABI {b.get('cxx11_abi')}, {b.get('build_type')} build")
+        add(f"  CPU ISA levels  {(b.get('cpu_isas') or '').replace(',', ', ')}")
+        if b.get("cuda"):
+            add(f"  CUDA            nvcc {b['cuda']}, archs {(b.get('cuda_archs') or '').replace(',', ', ')}")
+        else:
+            add("  CUDA            not built")
+        add(f"  sanitizers      {b.get('sanitize') or 'none'}")
+    add("")
+    add("Compiled library")
+    add("  CPU kernels   " + ("loaded" if c["cpu"] else f"NOT loaded: {c['reason']}"))
+    add("  CUDA kernels  " + ("loaded" if c["cuda"] else f"NOT loaded: {c['cuda_reason']}"))
+    add("")
+    add("Runtime")
+    add(f"  CPU           {cpu['model']} ({cpu['machine']}), {cpu['cores']} cores "
+        f"({cpu['usable_cores']} usable), torch threads {cpu['torch_threads']}")
+    env = cpu["aten_cpu_capability_env"]
+    add(f"  CPU ISA       kernels dispatch to {cpu['isa'] or 'n/a (compiled library not loaded)'}; "
+        f"torch uses {cpu['torch_capability']}"
+        + (f" (ATEN_CPU_CAPABILITY={env})" if env else " (ATEN_CPU_CAPABILITY unset)"))
+    devs = info["cuda_devices"]
+    add("  CUDA devices  " + (", ".join(f"{d['name']} (sm {d['capability']})" for d in devs) if devs else "none"))
+    add("")
+    add("Ops (backend per device: compiled kernel, pure-PyTorch reference, or missing)")
+    width = max([len("op")] + [len(n) for n in info["ops"]])
+    add(f"  {'op':<{width}}  {'CPU':<10}  CUDA")
+    for name, row in info["ops"].items():
+        add(f"  {name:<{width}}  {row['CPU']:<10}  {row['CUDA']}")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cnnkernels.info", description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
