@@ -1,0 +1,227 @@
+"""BatchNorm folding, the folded-weight cache, and recognition of conv(+norm)(+activation) units.
+
+Folding: for y = BN(conv(x)), w' = w * s and b' = beta + (b - mean) * s with s = gamma / sqrt(var + eps), so that
+conv(x, w', b') == BN(conv(x)) in eval mode. It is done under torch.no_grad() in fp32 (fp64 for fp64 weights) and the
+result cast back to the weight's dtype.
+
+The cache: a fused module folds once and reuses the result while nothing it was folded from changed. What it was
+folded from is every module in its fold scope (compared by identity), their `training` flags, and every parameter and
+buffer (compared by identity, `_version`, data pointer, dtype, device and shape), plus the norms' eps. An optimizer
+step or load_state_dict bumps `_version`; `.to()`/`.half()` change the data pointer or dtype; assigning a new
+Parameter or module changes an identity; `train()`/`eval()` clear the cache outright. Cached tensors live in the
+module's __dict__, never as parameters or buffers, so state_dict is untouched.
+
+Under torch.compile the cache is bypassed (the fold is traced into the graph), so tracing sees no Python side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["fold_conv_bn", "activation_name", "is_foldable_norm", "conv_unit", "ConvUnit", "FoldCacheMixin",
+           "count_folds", "conv_is_fusable"]
+
+
+def _frozen_bn_type():
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+        return FrozenBatchNorm2d
+    except Exception:  # torchvision is optional
+        return None
+
+
+_FROZEN_BN = _frozen_bn_type()
+_BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+def is_foldable_norm(norm: Optional[nn.Module]) -> bool:
+    """None / Identity (nothing to fold), a BatchNorm in eval mode with running statistics, or FrozenBatchNorm2d."""
+    if norm is None or type(norm) is nn.Identity:
+        return True
+    if type(norm) in _BN_TYPES:
+        # A BN without running stats (or one left in training mode) normalises with batch statistics: not foldable.
+        return (not norm.training) and norm.track_running_stats and norm.running_mean is not None \
+            and norm.running_var is not None
+    if _FROZEN_BN is not None and type(norm) is _FROZEN_BN:
+        return True
+    return False
+
+
+def activation_name(act: Optional[nn.Module]) -> Optional[str]:
+    """The op's activation string for a module, "none" for None/Identity, or None when the ops cannot apply it."""
+    if act is None or type(act) is nn.Identity:
+        return "none"
+    if type(act) is nn.ReLU:
+        return "relu"
+    if type(act) is nn.ReLU6:
+        return "relu6"
+    if type(act) is nn.Hardtanh and act.min_val == 0.0 and act.max_val == 6.0:
+        return "relu6"
+    return None
+
+
+def conv_is_fusable(conv: nn.Module) -> bool:
+    """A plain 2-D convolution the ops can run: nn.Conv2d itself, zero padding given as numbers."""
+    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and not conv.training)
+
+
+def fold_conv_bn(conv: nn.Conv2d, norm: Optional[nn.Module]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(w', b') such that conv2d(x, w', b') == norm(conv(x)) in eval mode. b' is None only without norm and bias."""
+    w, b = conv.weight, conv.bias
+    if norm is None or type(norm) is nn.Identity:
+        return w, b
+    with torch.no_grad():
+        acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+        mean = norm.running_mean.to(acc)
+        var = norm.running_var.to(acc)
+        scale = torch.rsqrt(var + norm.eps)
+        if getattr(norm, "weight", None) is not None:
+            scale = scale * norm.weight.to(acc)
+        shift = -mean if b is None else b.to(acc) - mean
+        bias = shift * scale
+        if getattr(norm, "bias", None) is not None:
+            bias = bias + norm.bias.to(acc)
+        w2 = (w.to(acc) * scale.reshape(-1, *([1] * (w.dim() - 1)))).to(w.dtype)
+        return w2, bias.to(w.dtype)
+
+
+class ConvUnit(NamedTuple):
+    """A conv, the norm after it (held by `owner` under attribute `norm_name`; None when absent) and the activation."""
+    conv: nn.Conv2d
+    owner: Optional[nn.Module]
+    norm_name: Optional[str]
+    act: str
+
+    @property
+    def norm(self) -> Optional[nn.Module]:
+        return None if self.owner is None else getattr(self.owner, self.norm_name)
+
+
+def _tv_basic_conv2d():
+    try:
+        from torchvision.models.googlenet import BasicConv2d
+        return BasicConv2d
+    except Exception:
+        return None
+
+
+_TV_BASIC_CONV2D = _tv_basic_conv2d()
+
+
+def conv_unit(m: nn.Module) -> Optional[ConvUnit]:
+    """Recognises conv(+norm)(+act) modules whose eval-mode forward is exactly act(norm(conv(x))):
+    cnnkernels BasicConv2d / torchvision googlenet BasicConv2d (conv, bn, ReLU), and Sequentials (ConvBNAct,
+    torchvision Conv2dNormActivation, plain nn.Sequential) of [Conv2d, norm?, act?]. Returns None otherwise, or when
+    some part cannot be fused (a non-foldable norm, an activation the ops lack, a conv the ops cannot run)."""
+    from cnnkernels.nn.modules import BasicConv2d
+    if type(m) is BasicConv2d or (_TV_BASIC_CONV2D is not None and type(m) is _TV_BASIC_CONV2D):
+        if m.training or not conv_is_fusable(m.conv) or not is_foldable_norm(m.bn):
+            return None
+        return ConvUnit(m.conv, m, "bn", "relu")
+    if isinstance(m, nn.Sequential) and not m.training and 1 <= len(m) <= 3:
+        mods = list(m)
+        if not conv_is_fusable(mods[0]):
+            return None
+        norm_name, act = None, "none"
+        rest = mods[1:]
+        if rest and (type(rest[0]) in _BN_TYPES or (_FROZEN_BN is not None and type(rest[0]) is _FROZEN_BN)
+                     or (len(rest) == 2 and type(rest[0]) is nn.Identity)):
+            if not is_foldable_norm(rest[0]):
+                return None
+            norm_name = list(m._modules)[1]
+            rest = rest[1:]
+        if rest:
+            act = activation_name(rest[0])
+            if act is None or len(rest) > 1:
+                return None
+        return ConvUnit(mods[0], m if norm_name else None, norm_name, act)
+    return None
+
+
+def _norm_eps(m: nn.Module) -> Optional[float]:
+    return getattr(m, "eps", None) if (type(m) in _BN_TYPES or (_FROZEN_BN is not None and type(m) is _FROZEN_BN)) \
+        else None
+
+
+class _FoldState:
+    __slots__ = ("objects", "signature", "value")
+
+    def __init__(self, objects, signature, value):
+        self.objects, self.signature, self.value = objects, signature, value
+
+
+class FoldCacheMixin:
+    """Caches the result of `_compute_fold()` (folded weights and the fusion plan) for an nn.Module subclass.
+
+    Subclasses implement `_compute_fold()` (called under no_grad; returns anything, None meaning "not fusable") and
+    may override `_fold_scope()` (the modules whose parameters, buffers and structure the fold reads; default: the
+    module itself). `folded()` returns the cached value, recomputing it only when the scope changed."""
+
+    def _fold_scope(self) -> Sequence[nn.Module]:
+        return (self,)
+
+    def _compute_fold(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def fold_count(self) -> int:
+        """How many times this module folded its weights (for tests and diagnostics)."""
+        return self.__dict__.get("_fold_count", 0)
+
+    def clear_fold_cache(self) -> None:
+        self.__dict__.pop("_fold_state", None)
+
+    def _fold_key(self):
+        objects: List[Any] = []
+        signature: List[Any] = []
+        for root in self._fold_scope():
+            for mod in root.modules():
+                objects.append(mod)
+                signature.append((mod.training, _norm_eps(mod)))
+                for t in mod._parameters.values():
+                    objects.append(t)
+                    if t is not None:
+                        signature.append((t._version, t.data_ptr(), t.dtype, t.device, t.shape))
+                for t in mod._buffers.values():
+                    objects.append(t)
+                    if t is not None:
+                        signature.append((t._version, t.data_ptr(), t.dtype, t.device, t.shape))
+        return objects, tuple(signature)
+
+    def folded(self) -> Any:
+        if torch.compiler.is_compiling():
+            # Traced: the fold becomes part of the graph; no cache reads or writes (no side effects to trace).
+            with torch.no_grad():
+                return self._compute_fold()
+        try:
+            objects, signature = self._fold_key()
+        except RuntimeError:  # e.g. inference tensors have no version counter: fold every call, never stale
+            with torch.no_grad():
+                return self._compute_fold()
+        state = self.__dict__.get("_fold_state")
+        if state is not None and state.signature == signature and len(state.objects) == len(objects) \
+                and all(a is b for a, b in zip(state.objects, objects)):
+            return state.value
+        with torch.inference_mode(False), torch.no_grad():
+            value = self._compute_fold()
+        self.__dict__["_fold_state"] = _FoldState(objects, signature, value)
+        self.__dict__["_fold_count"] = self.__dict__.get("_fold_count", 0) + 1
+        return value
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_fold_state", None)
+        return super().train(mode)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_fold_state", None)
+        return state
+
+
+def count_folds(model: nn.Module) -> int:
+    """Total number of folds performed by the fused modules in `model` (diagnostics; see FoldCacheMixin)."""
+    return sum(m.fold_count for m in model.modules() if isinstance(m, FoldCacheMixin))
