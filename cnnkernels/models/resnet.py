@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from cnnkernels.models._registry import register_model
 from cnnkernels.nn import BasicBlock, Bottleneck, FoldCacheMixin, ZeroPadShortcut, conv1x1
-from cnnkernels.nn._fold import conv_is_fusable, fold_conv_bn, is_foldable_norm
+from cnnkernels.nn._fold import _FUSION, conv_is_fusable, fold_conv_bn, is_foldable_norm
 from cnnkernels.nn.modules import _conv_act
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -111,7 +111,7 @@ class ResNet(FoldCacheMixin, nn.Module):
         return fold_conv_bn(self.conv1, self.bn1)
 
     def _stem(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 return _conv_act(x, self.conv1, f[0], f[1], "relu")

@@ -22,7 +22,31 @@ import torch
 from torch import nn
 
 __all__ = ["fold_conv_bn", "activation_name", "is_foldable_norm", "conv_unit", "ConvUnit", "FoldCacheMixin",
-           "count_folds", "conv_is_fusable"]
+           "count_folds", "conv_is_fusable", "refresh_folds",
+           "fusion", "fusion_enabled"]
+
+
+_FUSION = {"enabled": True}
+
+
+class fusion:
+    """Context manager (and function) switching the eval-mode fused path of every cnnkernels.nn module on or off:
+    `with cnnkernels.nn.fusion(False): model(x)` runs the plain torch.nn submodules (BatchNorm with running
+    statistics) instead, e.g. to compare against. Process-wide, not thread-local."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.prev = _FUSION["enabled"]
+        _FUSION["enabled"] = bool(enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _FUSION["enabled"] = self.prev
+
+
+def fusion_enabled() -> bool:
+    return _FUSION["enabled"]
 
 
 def _frozen_bn_type():
@@ -154,12 +178,52 @@ class _FoldState:
         self.objects, self.signature, self.value = objects, signature, value
 
 
+def _reuse_storage(old: Any, new: Any, sources: set) -> Any:
+    """`new`, except that every tensor of a previous fold with the same layout is updated in place and reused.
+
+    Reusing the storage keeps the tensors that compiled graphs read current, and lets the ops' packed-weight cache
+    (keyed by storage and version counter) repack the same entry instead of pinning a new one per refold."""
+    if isinstance(new, torch.Tensor):
+        if (isinstance(old, torch.Tensor) and id(old) not in sources and id(new) not in sources
+                and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
+                and old.stride() == new.stride() and not old.requires_grad):
+            old.copy_(new)
+            return old
+        return new
+    if isinstance(new, tuple) and isinstance(old, tuple) and len(old) == len(new):
+        return tuple(_reuse_storage(a, b, sources) for a, b in zip(old, new))
+    return new
+
+
+def _refold_after_load(module: nn.Module, incompatible_keys) -> None:
+    """load_state_dict post-hook: refold now (in place), so that compiled graphs reading the folds see the new
+    weights (eager calls would notice the version change anyway)."""
+    if "_fold_value" in module.__dict__ and not module.training:
+        module._folded_eager()
+
+
+@torch.compiler.assume_constant_result
+def _refresh_at_trace(module: nn.Module) -> int:
+    """Run eagerly while torch.compile traces (not part of the graph): makes module._fold_value current, so the graph
+    reads the cached folded tensors as inputs instead of recomputing the fold into fresh buffers every call."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    with unset_fake_temporarily():
+        module._folded_eager()
+    return 0
+
+
 class FoldCacheMixin:
     """Caches the result of `_compute_fold()` (folded weights and the fusion plan) for an nn.Module subclass.
 
     Subclasses implement `_compute_fold()` (called under no_grad; returns anything, None meaning "not fusable") and
     may override `_fold_scope()` (the modules whose parameters, buffers and structure the fold reads; default: the
-    module itself). `folded()` returns the cached value, recomputing it only when the scope changed."""
+    module itself). `folded()` returns the cached value, recomputing it only when the scope changed.
+
+    Eager calls validate the cache on every call (cheap: identities, version counters, data pointers). Under
+    torch.compile the graph reads the cached tensors (`_fold_value`) as inputs: the fold runs eagerly when the graph is
+    traced, again (in place, so the graph sees it) on load_state_dict, on eval() after train(), and on any eager call
+    that finds the weights changed. After modifying weights in place while only calling the compiled model (e.g. an
+    optimizer step on an eval-mode model), call cnnkernels.nn.refresh_folds(model) or run it eagerly once."""
 
     def _fold_scope(self) -> Sequence[nn.Module]:
         return (self,)
@@ -194,32 +258,59 @@ class FoldCacheMixin:
 
     def folded(self) -> Any:
         if torch.compiler.is_compiling():
-            # Traced: the fold becomes part of the graph; no cache reads or writes (no side effects to trace).
-            with torch.no_grad():
-                return self._compute_fold()
+            _refresh_at_trace(self)
+            return self._fold_value
+        return self._folded_eager()
+
+    def _folded_eager(self) -> Any:
         try:
             objects, signature = self._fold_key()
         except RuntimeError:  # e.g. inference tensors have no version counter: fold every call, never stale
-            with torch.no_grad():
-                return self._compute_fold()
+            objects, signature = None, None
         state = self.__dict__.get("_fold_state")
-        if state is not None and state.signature == signature and len(state.objects) == len(objects) \
-                and all(a is b for a, b in zip(state.objects, objects)):
+        if objects is not None and state is not None and state.signature == signature \
+                and len(state.objects) == len(objects) and all(a is b for a, b in zip(state.objects, objects)):
             return state.value
         with torch.inference_mode(False), torch.no_grad():
             value = self._compute_fold()
-        self.__dict__["_fold_state"] = _FoldState(objects, signature, value)
+            if "_fold_value" in self.__dict__ and objects is not None:
+                sources = {id(o) for o in objects if isinstance(o, torch.Tensor)}
+                value = _reuse_storage(self.__dict__["_fold_value"], value, sources)
+        if objects is not None:
+            self.__dict__["_fold_state"] = _FoldState(objects, signature, value)
+        self.__dict__["_fold_value"] = value
         self.__dict__["_fold_count"] = self.__dict__.get("_fold_count", 0) + 1
+        if _refold_after_load not in self._load_state_dict_post_hooks.values():
+            self.register_load_state_dict_post_hook(_refold_after_load)
         return value
 
     def train(self, mode: bool = True):
-        self.__dict__.pop("_fold_state", None)
-        return super().train(mode)
+        flip = self.training != mode
+        if flip:
+            self.__dict__.pop("_fold_state", None)  # a mode flip always refolds
+        out = super().train(mode)
+        if flip and not mode and "_fold_value" in self.__dict__ and not torch.compiler.is_compiling():
+            self._folded_eager()  # back in eval mode: refold now so compiled graphs see the new statistics
+        return out
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_fold_state", None)
+        for k in ("_fold_state", "_fold_value"):
+            state.pop(k, None)
         return state
+
+
+def refresh_folds(model: nn.Module) -> int:
+    """Re-validates the folded weights of every fused module in `model` now (refolding, in place, those whose
+    weights changed); returns how many refolded. Only needed for compiled models whose weights were changed in place
+    without any eager call, load_state_dict or train()/eval() in between."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, FoldCacheMixin) and not m.training:
+            before = m.fold_count
+            m._folded_eager()
+            n += m.fold_count != before
+    return n
 
 
 def count_folds(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnkernels.nn._fold import (FoldCacheMixin, activation_name, conv_is_fusable, conv_unit, fold_conv_bn,
-                                 is_foldable_norm, _BN_TYPES, _FROZEN_BN)
+                                 is_foldable_norm, _BN_TYPES, _FROZEN_BN, _FUSION)
 
 __all__ = ["FusedSequential", "ConvBNAct", "BasicConv2d", "AddReLU", "ZeroPadShortcut", "BasicBlock", "Bottleneck",
            "DepthwiseSeparableConv2d", "InvertedResidual", "InceptionBlock", "InceptionAux", "conv3x3", "conv1x1"]
@@ -85,7 +85,7 @@ class FusedSequential(FoldCacheMixin, nn.Sequential):
         return tuple(steps)
 
     def forward(self, input):
-        if self.training:
+        if self.training or not _FUSION["enabled"]:
             return super().forward(input)
         for step in self.folded():
             if len(step) == 1:
@@ -138,7 +138,7 @@ class BasicConv2d(FoldCacheMixin, nn.Module):
         return fold_conv_bn(self.conv, self.bn)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 return _conv_act(x, self.conv, f[0], f[1], "relu")
@@ -151,7 +151,7 @@ class AddReLU(nn.Module):
     """relu(x + residual): plain torch in training mode, the fused add_relu op in eval mode."""
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        if self.training:
+        if self.training or not _FUSION["enabled"]:
             return torch.relu(x + residual)
         return torch.ops.cnnkernels.add_relu(x, residual)
 
@@ -238,7 +238,7 @@ class BasicBlock(_ResidualBlock):
             _fold_shortcut(self.downsample)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 (w1, b1), (w2, b2), ds = f
@@ -289,7 +289,7 @@ class Bottleneck(_ResidualBlock):
         return tuple(fold_conv_bn(c, n) for c, n in zip(convs, norms)) + (_fold_shortcut(self.downsample),)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 (w1, b1), (w2, b2), (w3, b3), ds = f
@@ -338,7 +338,7 @@ class DepthwiseSeparableConv2d(FoldCacheMixin, nn.Module):
         return fold_conv_bn(du.conv, du.norm), du.act, fold_conv_bn(pu.conv, pu.norm), pu.act
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 (dw, db), dact, (pw, pb), pact = f
@@ -411,7 +411,7 @@ class InvertedResidual(FoldCacheMixin, nn.Module):
         return ew, eb, dw, _bias_or_zeros(dw, db), pw, _bias_or_zeros(pw, pb), s[0], act
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 ew, eb, dw, db, pw, pb, stride, act = f
@@ -467,7 +467,7 @@ class InceptionBlock(FoldCacheMixin, nn.Module):
         return tuple(out)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
                 return torch.ops.cnnkernels.inception_block(x, *f)
