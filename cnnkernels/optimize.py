@@ -156,7 +156,7 @@ def _bake(model: nn.Module, prefix_of: Dict[int, str], log: List[str]) -> int:
             req = conv.weight.requires_grad
             conv.weight = nn.Parameter(w.detach().clone(), requires_grad=req)
             conv.bias = nn.Parameter(b.detach().clone(), requires_grad=req)
-            setattr(owner, name, nn.Identity())
+            setattr(owner, name, nn.Identity().train(norm.training))
             done.add(id(conv))
             count += 1
             p = prefix_of.get(id(owner), "?")
