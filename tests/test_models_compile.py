@@ -75,3 +75,14 @@ def test_compiled_model_matches_eager(name):
         ref = m(x)
     with torch.no_grad():
         assert_close_scaled(compiled(x), ref)
+
+    # An in-place weight change seen only by the compiled model is not re-validated per call (the graph does not read
+    # version counters): refresh_folds() (or any eager call) brings it up to date, without recompiling.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.01)
+        assert cnnkernels.nn.refresh_folds(m) > 0
+        assert cnnkernels.nn.refresh_folds(m) == 0
+        with cnnkernels.nn.fusion(False):
+            ref = m(x)
+        assert_close_scaled(compiled(x), ref)
