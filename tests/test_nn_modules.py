@@ -290,3 +290,20 @@ def test_eval_with_grad_enabled_and_channels_last():
     assert_close_scaled(y.detach(), _reference(m, x))
     y.sum().backward()  # conv2d_act has autograd: the input gets a gradient
     assert xc.grad is not None and xc.grad.shape == x.shape
+
+
+def test_inference_mode_models_fold_every_call_without_pinning_weights():
+    """Weights that are inference tensors have no version counter: no cache, and the per-call folds must not pile up
+    in the ops' packed-weight cache."""
+    from cnnkernels import _library
+    with torch.inference_mode():
+        m = randomize_bn(cnn.BasicBlock(4, 4)).eval()
+        x = torch.randn(1, 4, 5, 5)
+        with cnn.fusion(False):
+            ref = m(x)
+        m(x)
+        size = _library.weight_cache_size()
+        for _ in range(3):
+            assert_close_scaled(m(x), ref)
+        assert _library.weight_cache_size() == size
+    assert m.fold_count == 4

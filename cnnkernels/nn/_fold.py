@@ -8,10 +8,16 @@ The cache: a fused module folds once and reuses the result while nothing it was 
 folded from is every module in its fold scope (compared by identity), their `training` flags, and every parameter and
 buffer (compared by identity, `_version`, data pointer, dtype, device and shape), plus the norms' eps. An optimizer
 step or load_state_dict bumps `_version`; `.to()`/`.half()` change the data pointer or dtype; assigning a new
-Parameter or module changes an identity; `train()`/`eval()` clear the cache outright. Cached tensors live in the
-module's __dict__, never as parameters or buffers, so state_dict is untouched.
+Parameter or module changes an identity; a train()/eval() mode flip clears the cache outright. Cached tensors live
+in the module's __dict__, never as parameters or buffers, so state_dict is untouched. A refold writes into the
+previous fold's tensors when their layout is unchanged.
 
-Under torch.compile the cache is bypassed (the fold is traced into the graph), so tracing sees no Python side effects.
+Under torch.compile the graph does not fold: the fold runs eagerly while the graph is traced (outside the graph, via
+torch.compiler.assume_constant_result) and the graph reads the cached tensors as inputs. Folding inside the graph
+would hand the ops a freshly allocated weight every call, which their packed-weight cache (keyed by storage and
+version counter) both keeps alive (memory grows by the model's size per call) and can confuse with a previous weight
+when inductor reuses a buffer without bumping its version (wrong results). See FoldCacheMixin for how compiled models
+stay current.
 """
 
 from __future__ import annotations
@@ -22,8 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["fold_conv_bn", "activation_name", "is_foldable_norm", "conv_unit", "ConvUnit", "FoldCacheMixin",
-           "count_folds", "conv_is_fusable", "refresh_folds",
-           "fusion", "fusion_enabled"]
+           "count_folds", "conv_is_fusable", "refresh_folds", "fusion", "fusion_enabled"]
 
 
 _FUSION = {"enabled": True}
@@ -184,7 +189,8 @@ def _reuse_storage(old: Any, new: Any, sources: set) -> Any:
     Reusing the storage keeps the tensors that compiled graphs read current, and lets the ops' packed-weight cache
     (keyed by storage and version counter) repack the same entry instead of pinning a new one per refold."""
     if isinstance(new, torch.Tensor):
-        if (isinstance(old, torch.Tensor) and id(old) not in sources and id(new) not in sources
+        if (isinstance(old, torch.Tensor) and not isinstance(old, nn.Parameter) and id(old) not in sources
+                and id(new) not in sources
                 and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
                 and old.stride() == new.stride() and not old.requires_grad):
             old.copy_(new)
@@ -271,12 +277,17 @@ class FoldCacheMixin:
         if objects is not None and state is not None and state.signature == signature \
                 and len(state.objects) == len(objects) and all(a is b for a, b in zip(state.objects, objects)):
             return state.value
-        with torch.inference_mode(False), torch.no_grad():
-            value = self._compute_fold()
-            if "_fold_value" in self.__dict__ and objects is not None:
-                sources = {id(o) for o in objects if isinstance(o, torch.Tensor)}
-                value = _reuse_storage(self.__dict__["_fold_value"], value, sources)
-        if objects is not None:
+        if objects is None:
+            # Inference-tensor weights (a model built under inference_mode): no version counters to validate a cache
+            # with, so fold every call, into inference tensors, which the ops' packed-weight cache does not keep.
+            with torch.inference_mode():
+                value = self._compute_fold()
+        else:
+            with torch.inference_mode(False), torch.no_grad():
+                value = self._compute_fold()
+                if "_fold_value" in self.__dict__:
+                    sources = {id(o) for o in objects if isinstance(o, torch.Tensor)}
+                    value = _reuse_storage(self.__dict__["_fold_value"], value, sources)
             self.__dict__["_fold_state"] = _FoldState(objects, signature, value)
         self.__dict__["_fold_value"] = value
         self.__dict__["_fold_count"] = self.__dict__.get("_fold_count", 0) + 1

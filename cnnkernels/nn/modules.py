@@ -208,7 +208,8 @@ class _ResidualBlock(FoldCacheMixin, nn.Module):
 
 class BasicBlock(_ResidualBlock):
     """torchvision's ResNet BasicBlock (same constructor, attributes and state_dict). Eval mode: two conv2d_act
-    calls, the second adding the shortcut and applying ReLU in its epilogue; a [conv1x1, BN] downsample is folded too."""
+    calls, the second adding the shortcut and applying ReLU in its epilogue; a [conv1x1, BN] downsample is folded
+    too."""
 
     expansion: int = 1
 
