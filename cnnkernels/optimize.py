@@ -1,0 +1,219 @@
+"""cnnkernels.optimize(model): turns a trained model into an inference model that runs the fused ops.
+
+1. Blocks it knows are replaced by the cnnkernels.nn module with the same attributes (sharing their submodules):
+   torchvision BasicBlock / Bottleneck / ResNet (for its conv1-bn1-relu stem), MobileNetV2 InvertedResidual, GoogLeNet
+   Inception and BasicConv2d, Conv2dNormActivation -> ConvBNAct, and plain nn.Sequentials holding a
+   Conv2d [+ BatchNorm] [+ ReLU/ReLU6] run -> FusedSequential (same children, same indices). A replacement that
+   could not fuse anything (GroupNorm, unusual activations, ...) is undone. cnnkernels modules stay as they are.
+   Every other module is left untouched (its children are still visited).
+2. Every BatchNorm that directly follows a convolution in one of those modules is folded into the convolution's
+   weight and bias for good and replaced by nn.Identity.
+3. Parameters are converted to `memory_format` and a forward pre-hook converts 4-D inputs to it.
+
+Outputs match the original model within fp32 rounding; the result is for inference (eval mode) only.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from cnnkernels.nn import modules as M
+from cnnkernels.nn._fold import FoldCacheMixin, conv_is_fusable, fold_conv_bn, is_foldable_norm, _BN_TYPES, _FROZEN_BN
+
+__all__ = ["optimize"]
+
+
+def _torchvision_map() -> Dict[type, type]:
+    from cnnkernels.models.resnet import ResNet
+    table: Dict[type, type] = {}
+    try:
+        import importlib
+        tg = importlib.import_module("torchvision.models.googlenet")
+        tm = importlib.import_module("torchvision.models.mobilenetv2")
+        tr = importlib.import_module("torchvision.models.resnet")
+        tmisc = importlib.import_module("torchvision.ops.misc")
+    except Exception:  # torchvision is optional
+        return table
+    table[tr.BasicBlock] = M.BasicBlock
+    table[tr.Bottleneck] = M.Bottleneck
+    table[tr.ResNet] = ResNet
+    table[tm.InvertedResidual] = M.InvertedResidual
+    table[tg.Inception] = M.InceptionBlock
+    table[tg.BasicConv2d] = M.BasicConv2d
+    table[tmisc.Conv2dNormActivation] = M.ConvBNAct
+    return table
+
+
+_DESCRIPTIONS = {
+    "BasicBlock": "2x conv2d_act, shortcut add + ReLU in the epilogue",
+    "Bottleneck": "3x conv2d_act, shortcut add + ReLU in the epilogue",
+    "ResNet": "stem conv+bn+relu -> conv2d_act",
+    "InvertedResidual": "inverted_residual",
+    "InceptionBlock": "inception_block",
+    "BasicConv2d": "conv2d_act(relu)",
+    "DepthwiseSeparableConv2d": "dwsep_conv2d",
+}
+
+
+def _adopt(cls: type, m: nn.Module) -> nn.Module:
+    """A `cls` instance with m's attributes, sharing its submodules, parameters and buffers."""
+    new = cls.__new__(cls)
+    new.__dict__.update(m.__dict__)
+    for k in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+        if k in m.__dict__:
+            new.__dict__[k] = copy.copy(m.__dict__[k])
+    new.__dict__.pop("_fold_state", None)
+    new.__dict__.pop("_fold_count", None)
+    return new
+
+
+def _describe(m: nn.Module) -> Optional[str]:
+    """What the fused module runs, or None when it would fall back to its plain submodules."""
+    if not isinstance(m, FoldCacheMixin):
+        return None
+    with torch.no_grad():
+        f = m._compute_fold()
+    if f is None:
+        return None
+    if isinstance(m, M.FusedSequential):
+        fused = [s for s in f if len(s) > 1]
+        if not fused:
+            return None
+        acts = ", ".join(s[3] for s in fused)
+        return f"{len(fused)}x conv2d_act ({acts})"
+    return _DESCRIPTIONS.get(type(m).__name__, "fused")
+
+
+def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[str, str, str, str]]) -> nn.Module:
+    for name, child in list(m._modules.items()):
+        if child is None:
+            continue
+        new = _convert(child, f"{path}.{name}" if path else name, table, log)
+        if new is not child:
+            m._modules[name] = new
+    if isinstance(m, FoldCacheMixin):  # already a cnnkernels module
+        desc = _describe(m)
+        if desc is not None:
+            log.append((path or "<model>", f"cnnkernels.nn.{type(m).__name__}" if type(m).__module__.startswith(
+                "cnnkernels.nn") else f"{type(m).__module__}.{type(m).__name__}", "(kept)", desc))
+        return m
+    target = table.get(type(m))
+    if target is None and type(m) is nn.Sequential:
+        target = M.FusedSequential
+    if target is None:
+        return m
+    new = _adopt(target, m)
+    desc = _describe(new)
+    if desc is None:
+        return m
+    src = f"{type(m).__module__}.{type(m).__qualname__}"
+    dst = f"cnnkernels.nn.{target.__name__}" if target.__module__.startswith("cnnkernels.nn") else \
+        f"{target.__module__}.{target.__name__}"
+    log.append((path or "<model>", src, dst, desc))
+    return new
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return type(m) in _BN_TYPES or (_FROZEN_BN is not None and type(m) is _FROZEN_BN)
+
+
+_ATTR_PAIRS = {
+    "BasicConv2d": (("conv", "bn"),),
+    "BasicBlock": (("conv1", "bn1"), ("conv2", "bn2")),
+    "Bottleneck": (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    "ResNet": (("conv1", "bn1"),),
+}
+
+
+def _pairs(m: nn.Module):
+    """(conv, owner, norm attribute) for every BatchNorm that directly follows a conv in m's forward."""
+    if isinstance(m, M.FusedSequential):
+        keys = list(m._modules)
+        for a, b in zip(keys, keys[1:]):
+            if conv_is_fusable(m._modules[a]) and m._modules[b] is not None and _is_bn(m._modules[b]):
+                yield m._modules[a], m, b
+        return
+    if isinstance(m, FoldCacheMixin) and m.__module__.startswith("cnnkernels."):
+        for conv, norm in _ATTR_PAIRS.get(type(m).__name__, ()):
+            c, n = getattr(m, conv, None), getattr(m, norm, None)
+            if c is not None and n is not None and conv_is_fusable(c) and _is_bn(n):
+                yield c, m, norm
+
+
+def _bake(model: nn.Module, prefix_of: Dict[int, str], log: List[str]) -> int:
+    done = set()
+    count = 0
+    for m in list(model.modules()):
+        for conv, owner, name in list(_pairs(m)):
+            norm = getattr(owner, name)
+            if id(conv) in done or not is_foldable_norm(norm):
+                continue
+            w, b = fold_conv_bn(conv, norm)
+            req = conv.weight.requires_grad
+            conv.weight = nn.Parameter(w.detach().clone(), requires_grad=req)
+            conv.bias = nn.Parameter(b.detach().clone(), requires_grad=req)
+            setattr(owner, name, nn.Identity().train(norm.training))
+            done.add(id(conv))
+            count += 1
+            p = prefix_of.get(id(owner), "?")
+            log.append(f"{p + '.' if p else ''}{name}")
+    return count
+
+
+class _InputMemoryFormat:
+    """Forward pre-hook: converts 4-D tensor inputs to the model's memory format."""
+
+    def __init__(self, memory_format: torch.memory_format) -> None:
+        self.memory_format = memory_format
+
+    def __call__(self, module, args):
+        if any(isinstance(a, torch.Tensor) and a.dim() == 4 for a in args):
+            return tuple(a.contiguous(memory_format=self.memory_format)
+                         if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+        return None
+
+
+def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional[torch.memory_format] =
+             torch.channels_last, verbose: bool = False) -> nn.Module:
+    """Returns an inference version of `model` (a cnnkernels model, a torchvision model, or any module tree holding
+    torchvision-style blocks): BatchNorm folded into the convolutions, known blocks replaced by cnnkernels.nn modules
+    that call the fused ops, parameters and inputs in `memory_format` (None: leave as they are). The model must be in
+    eval mode. It is deep-copied first unless inplace=True. verbose=True prints what was fused and folded."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cnnkernels.optimize: `model` must be a torch.nn.Module, got {type(model).__name__}")
+    training = [name or "<model>" for name, m in model.named_modules() if m.training]
+    if training:
+        shown = ", ".join(training[:3]) + (", ..." if len(training) > 3 else "")
+        raise ValueError(f"cnnkernels.optimize: `model` is in training mode ({len(training)} modules, e.g. {shown}); "
+                         f"call model.eval() first. optimize() folds BatchNorm running statistics into the "
+                         f"convolutions, which is only valid for inference.")
+    if not inplace:
+        model = copy.deepcopy(model)
+    log: List[Tuple[str, str, str, str]] = []
+    model = _convert(model, "", _torchvision_map(), log)
+    prefix_of = {id(m): name for name, m in model.named_modules()}
+    folded: List[str] = []
+    n_folded = _bake(model, prefix_of, folded)
+    for m in model.modules():
+        if isinstance(m, FoldCacheMixin):
+            m.clear_fold_cache()
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
+        model.register_forward_pre_hook(_InputMemoryFormat(memory_format))
+    if verbose:
+        shown = [e for e in log if not any(e[0].startswith(o[0] + ".") for o in log if o is not e)]
+        print(f"cnnkernels.optimize: {type(model).__name__}: {len(shown)} fused modules, {n_folded} BatchNorm layers "
+              f"folded, memory_format={str(memory_format).replace('torch.', '') if memory_format else 'unchanged'}")
+        rest = list(folded)
+        for path, src, dst, desc in shown:
+            mine = [f for f in rest if path == "<model>" or f.startswith(path + ".")]
+            rest = [f for f in rest if f not in mine]
+            bn = f", {len(mine)} BatchNorm folded" if mine else ""
+            print(f"  {path}: {src} {'(kept)' if dst == '(kept)' else '-> ' + dst} [{desc}{bn}]")
+        for name in rest:
+            print(f"  {name}: BatchNorm folded into the preceding conv")
+    return model
