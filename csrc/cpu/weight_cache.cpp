@@ -1,10 +1,13 @@
 #include "cpu/weight_cache.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <list>
 #include <mutex>
 #include <unordered_map>
+
+#include "cpu/kernels/kernel_table.h"
 
 namespace cnnkernels::cpu {
 
@@ -34,47 +37,72 @@ struct KeyHash {
 };
 
 struct Entry {
-  c10::Storage keepalive;
-  uint32_t version;
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;  // expired => the weight was freed; its address may be reused
+  uint64_t fingerprint;
   at::Tensor packed;
+  std::list<Key>::iterator lru;
 };
 
-// Bounded so a long-running process that creates many models does not grow without limit.
-constexpr size_t kMaxEntries = 4096;
+// Bounded so a process that creates many models, or packs weights computed afresh each call, cannot grow without limit.
+constexpr size_t kMaxEntries = 1024;
+constexpr int64_t kMaxBytes = int64_t(1) << 30;
 
 std::mutex mu;
 std::list<Key> lru;  // most recently used at the front
-std::unordered_map<Key, std::pair<Entry, std::list<Key>::iterator>, KeyHash> cache;
+std::unordered_map<Key, Entry, KeyHash> cache;
+int64_t cached_bytes = 0;
+
+void erase(std::unordered_map<Key, Entry, KeyHash>::iterator it) {
+  cached_bytes -= it->second.packed.nbytes();
+  lru.erase(it->second.lru);
+  cache.erase(it);
+}
+
+// Large weights are fingerprinted in chunks on all threads (the chunk fingerprints are then combined in order).
+uint64_t fingerprint_of(const at::Tensor& w) {
+  const at::Tensor c = w.contiguous();
+  const auto* p = static_cast<const char*>(c.const_data_ptr());
+  const int64_t n = c.nbytes();
+  constexpr int64_t kChunk = 256 * 1024;
+  const auto& k = kernels();
+  if (n <= 4 * kChunk) return k.fingerprint(p, n);
+  std::vector<uint64_t> parts((n + kChunk - 1) / kChunk);
+  at::parallel_for(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) parts[i] = k.fingerprint(p + i * kChunk, std::min(kChunk, n - i * kChunk));
+  });
+  return k.fingerprint(parts.data(), static_cast<int64_t>(parts.size() * sizeof(uint64_t)));
+}
 
 template <typename Pack>
 at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack) {
-  // Inference tensors carry no version counter, so an in-place update could not be detected: never cache them.
-  if (w.is_inference()) return pack();
   Key key{w.storage().unsafeGetStorageImpl(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
           static_cast<int>(w.scalar_type()), kind, groups, panel};
-  const uint32_t version = w.unsafeGetTensorImpl()->version_counter().current_version();
+  const uint64_t fp = fingerprint_of(w);
   {
     std::lock_guard<std::mutex> g(mu);
     auto it = cache.find(key);
-    if (it != cache.end() && it->second.first.version == version) {
-      lru.splice(lru.begin(), lru, it->second.second);
-      return it->second.first.packed;
+    if (it != cache.end()) {
+      if (!it->second.storage.expired() && it->second.fingerprint == fp) {
+        lru.splice(lru.begin(), lru, it->second.lru);
+        return it->second.packed;
+      }
+      erase(it);  // changed contents, or a new tensor at a freed weight's address
     }
   }
   at::Tensor packed = pack();  // outside the lock: packing a large weight must not stall other threads
   std::lock_guard<std::mutex> g(mu);
-  auto it = cache.find(key);
-  if (it != cache.end()) {
-    it->second.first = Entry{w.storage(), version, packed};
-    lru.splice(lru.begin(), lru, it->second.second);
-  } else {
-    lru.push_front(key);
-    cache.emplace(key, std::make_pair(Entry{w.storage(), version, packed}, lru.begin()));
-    while (cache.size() > kMaxEntries) {
-      cache.erase(lru.back());
-      lru.pop_back();
-    }
+  if (auto it = cache.find(key); it != cache.end()) erase(it);  // another thread packed it meanwhile
+  // Misses are rare in steady state, so this is where entries of freed weights are dropped.
+  for (auto it = cache.begin(); it != cache.end();) {
+    auto next = std::next(it);
+    if (it->second.storage.expired()) erase(it);
+    it = next;
   }
+  lru.push_front(key);
+  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp, packed,
+                           lru.begin()});
+  cached_bytes += packed.nbytes();
+  while (cache.size() > kMaxEntries || (cached_bytes > kMaxBytes && cache.size() > 1)) erase(cache.find(lru.back()));
   return packed;
 }
 
@@ -107,6 +135,7 @@ void weight_cache_clear() {
   std::lock_guard<std::mutex> g(mu);
   cache.clear();
   lru.clear();
+  cached_bytes = 0;
 }
 
 }  // namespace cnnkernels::cpu

@@ -1,8 +1,10 @@
 #pragma once
-// Weights re-laid-out for the kernels, cached per weight tensor so a model pays for packing once, not per call.
-// An entry is keyed by the weight's storage, offset, sizes and strides, and is repacked when the tensor's version
-// counter moves (optimizer steps and load_state_dict write in place and bump it). Entries hold the storage alive, so a
-// freed weight's memory can never be reused by another tensor and mistaken for it.
+// Weights re-laid-out for the kernels, cached so a model pays for packing once, not per call.
+//
+// A hit requires proof that the weight's bytes are unchanged: a 64-bit fingerprint of the data is compared on every
+// call (one read of the weight, no write, no allocation). Version counters alone are not enough: writes through
+// `.data`, numpy views, or a compiled graph reusing a buffer for a new weight do not bump them. Entries hold the
+// weight's storage weakly, so the cache never keeps a freed weight alive; it is bounded by entries and bytes.
 #include <ATen/core/Tensor.h>
 
 namespace cnnkernels::cpu {

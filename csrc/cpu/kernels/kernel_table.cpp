@@ -449,12 +449,47 @@ void maxpool3x3_rows(const MaxPoolRowsArgs& a) {
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Fingerprint: independent 32-bit lanes, each updated as s = (s ^ word) * K. For a fixed word that update is a
+// bijection of s, so lanes that differ keep differing: a change anywhere in the data leaves some lane different, and
+// only the final fold to 64 bits can collide. Several accumulators keep the multiplier pipeline full, so it runs at
+// memory speed.
+typedef uint32_t u32v __attribute__((vector_size(V * 4), aligned(4)));  // one native vector of 32-bit lanes
+constexpr int L = V;
+
+uint64_t fingerprint(const void* data, int64_t bytes) {
+  constexpr int kAcc = 8;
+  constexpr int64_t kStep = kAcc * L * 4;
+  constexpr uint32_t K = 0x9E3779B1u;
+  u32v acc[kAcc];
+  for (int j = 0; j < kAcc; ++j)
+    for (int l = 0; l < L; ++l) acc[j][l] = 0x85EBCA6Bu * static_cast<uint32_t>(j * L + l + 1);
+  const char* p = static_cast<const char*>(data);
+  int64_t i = 0;
+  for (; i + kStep <= bytes; i += kStep)
+    unroll<kAcc>([&](auto j) {
+      u32v w;
+      __builtin_memcpy(&w, p + i + j * L * 4, L * 4);
+      acc[j] = (acc[j] ^ w) * K;
+    });
+  uint64_t h = 0xCBF29CE484222325ULL ^ static_cast<uint64_t>(bytes);
+  auto mix = [&h](uint64_t v) {
+    h = (h ^ v) * 0x100000001B3ULL;
+    h ^= h >> 29;
+  };
+  for (; i < bytes; ++i) mix(static_cast<unsigned char>(p[i]));
+  for (int j = 0; j < kAcc; ++j)
+    for (int l = 0; l < L; ++l) mix(acc[j][l]);
+  return h;
+}
+
 }  // namespace
 
 const KernelTable& table() {
 #define CNNKERNELS_STR2(x) #x
 #define CNNKERNELS_STR(x) CNNKERNELS_STR2(x)
-  static const KernelTable t{CNNKERNELS_STR(CPU_CAPABILITY), NR, add_relu, conv_rows, depthwise_rows, maxpool3x3_rows};
+  static const KernelTable t{CNNKERNELS_STR(CPU_CAPABILITY), NR, add_relu, conv_rows, depthwise_rows,
+                             maxpool3x3_rows, fingerprint};
   return t;
 }
 

@@ -70,6 +70,9 @@ struct KernelTable {
   void (*conv_rows)(const ConvRowsArgs& args);
   void (*depthwise_rows)(const DwRowsArgs& args);
   void (*maxpool3x3_rows)(const MaxPoolRowsArgs& args);
+  // A 64-bit fingerprint of `bytes` bytes: any change to the data changes it (barring a 2^-64 collision). Lets the
+  // weight cache prove a weight is unchanged without trusting version counters.
+  uint64_t (*fingerprint)(const void* data, int64_t bytes);
 };
 
 // The table for the best ISA this CPU supports and ATEN_CPU_CAPABILITY allows (decided once per process).
