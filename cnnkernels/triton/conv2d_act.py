@@ -184,7 +184,7 @@ def conv_into(out: torch.Tensor, out_c0: int, input: torch.Tensor, in_c0: int, c
     M = N * Ho * Wo
     if M == 0 or cout == 0:
         return
-    dummy = out  # stands in for absent optional tensors (never read: HAS_BIAS / HAS_RES are False)
+    dummy = weight  # stands in for absent optional tensors (never read: HAS_BIAS / HAS_RES are False)
     common = dict(HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=ACTIVATION_CODES[activation],
                   F64=input.dtype == torch.float64)
     geom = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
