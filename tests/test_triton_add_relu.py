@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from triton_cases.common import (LAYOUT_DTYPES, TOLERANCES, assert_fake_matches, assert_grads_match,
-                                 assert_same_error, check_against_reference, make, op, opcheck_eager,
+                                 assert_same_error, check_against_reference, op, opcheck_eager,
                                  require_interpreter)
+from triton_cases.samples import ADD_RELU, add_relu_args, make
 
 require_interpreter()
 
@@ -17,10 +18,9 @@ OP = "add_relu"
 
 
 @pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
-@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 13, 5, 9)], ids=str)
+@pytest.mark.parametrize("shape", ADD_RELU.values(), ids=ADD_RELU.keys())
 def test_matches_reference(shape, dtype, channels_last):
-    x, r = make(shape, dtype, channels_last), make(shape, dtype, channels_last)
-    check_against_reference(OP, add_relu_reference, (x, r))
+    check_against_reference(OP, add_relu_reference, add_relu_args(shape, dtype, channels_last))
 
 
 @pytest.mark.parametrize("shape", [(), (5,), (3, 1000), (2, 3, 4), (2, 3, 5, 9, 2), (0, 3, 4, 4)], ids=str)

@@ -4,9 +4,9 @@ these modules run)."""
 import pytest
 import torch
 
-from triton_cases.common import (LAYOUT_DTYPES, TOLERANCES, assert_fake_matches, assert_grads_match,
-                                 assert_matches, assert_same_error, check_against_reference, make, op, opcheck_eager,
-                                 require_interpreter)
+from triton_cases.common import (LAYOUT_DTYPES, assert_fake_matches, assert_grads_match, assert_same_error,
+                                 check_against_reference, op, opcheck_eager, require_interpreter)
+from triton_cases.samples import CONV2D_ACT, conv2d_act_args, make
 
 require_interpreter()
 
@@ -14,42 +14,17 @@ from cnnkernels.ops.conv2d_act import _check, conv2d_act_reference  # noqa: E402
 
 OP = "conv2d_act"
 
-# N, C, H, W, Cout, (kH, kW), stride, padding, dilation, groups, bias, residual, activation
-GEOMETRIES = {
-    "3x3-c3-7x7": (2, 3, 7, 7, 13, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, "relu"),
-    "3x3-s2-c13-5x9": (1, 13, 5, 9, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1, True, False, "relu6"),
-    "1x1-5x9": (2, 3, 5, 9, 5, (1, 1), (1, 1), (0, 0), (1, 1), 1, False, True, "none"),
-    "depthwise-s2": (1, 13, 7, 7, 13, (3, 3), (2, 2), (1, 1), (1, 1), 13, True, True, "relu6"),
-    "depthwise-x2": (1, 4, 5, 9, 8, (3, 3), (1, 1), (1, 1), (1, 1), 4, False, False, "relu"),
-    "grouped-dilated": (1, 6, 7, 7, 12, (3, 3), (1, 1), (2, 2), (2, 2), 3, False, False, "relu"),
-    "1x3-s2x1-pad0x1": (1, 3, 5, 9, 7, (1, 3), (2, 1), (0, 1), (1, 1), 1, True, False, "none"),
-    "multi-tile": (1, 40, 5, 5, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, "relu"),
-}
-
-
-def conv_args(geom, dtype=torch.float32, channels_last=False, res_channels_last=None):
-    N, C, H, W, Cout, (kh, kw), stride, padding, dilation, groups, bias, residual, act = geom
-    x = make((N, C, H, W), dtype, channels_last)
-    w = make((Cout, C // groups, kh, kw), dtype, scale=0.3)
-    b = make((Cout,), dtype) if bias else None
-    Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    rcl = channels_last if res_channels_last is None else res_channels_last
-    r = make((N, Cout, Ho, Wo), dtype, rcl) if residual else None
-    return (x, w, b, r, list(stride), list(padding), list(dilation), groups, act)
-
-
 @pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
-@pytest.mark.parametrize("geom", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+@pytest.mark.parametrize("geom", CONV2D_ACT.values(), ids=CONV2D_ACT.keys())
 def test_matches_reference(geom, dtype, channels_last):
-    check_against_reference(OP, conv2d_act_reference, conv_args(geom, dtype, channels_last))
+    check_against_reference(OP, conv2d_act_reference, conv2d_act_args(geom, dtype, channels_last))
 
 
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
 @pytest.mark.parametrize("bias, residual", [(False, False), (True, True)], ids=["plain", "bias-res"])
 def test_epilogue(activation, bias, residual):
     geom = (1, 5, 5, 9, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1, bias, residual, activation)
-    args = conv_args(geom, torch.float32)
+    args = conv2d_act_args(geom, torch.float32)
     out = check_against_reference(OP, conv2d_act_reference, args)
     if activation == "relu6":
         assert out.max() <= 6
@@ -57,24 +32,24 @@ def test_epilogue(activation, bias, residual):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
 def test_other_dtypes(dtype):
-    for geom in (GEOMETRIES["3x3-c3-7x7"], GEOMETRIES["depthwise-s2"]):
-        check_against_reference(OP, conv2d_act_reference, conv_args(geom, dtype, channels_last=True))
+    for geom in (CONV2D_ACT["3x3-c3-7x7"], CONV2D_ACT["depthwise-s2"]):
+        check_against_reference(OP, conv2d_act_reference, conv2d_act_args(geom, dtype, channels_last=True))
 
 
 def test_strided_and_mixed_layouts():
-    args = list(conv_args(GEOMETRIES["3x3-c3-7x7"], channels_last=True, res_channels_last=False))
+    args = list(conv2d_act_args(CONV2D_ACT["3x3-c3-7x7"], channels_last=True, res_channels_last=False))
     args[0] = make((2, 3, 7, 14), torch.float32)[..., ::2]       # non-dense input: read through its strides
     check_against_reference(OP, conv2d_act_reference, tuple(args))
 
 
 def test_empty_batch():
-    args = conv_args((0, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False, "relu"))
+    args = conv2d_act_args((0, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False, "relu"))
     assert op("conv2d_act_triton")(*args).shape == (0, 4, 5, 5)
 
 
 def _bad(**kw):
     args = dict(zip(["input", "weight", "bias", "residual", "stride", "padding", "dilation", "groups", "activation"],
-                    conv_args(GEOMETRIES["3x3-c3-7x7"])))
+                    conv2d_act_args(CONV2D_ACT["3x3-c3-7x7"])))
     args.update(kw)
     return tuple(args.values())
 
@@ -101,12 +76,12 @@ def test_bad_input(make_args):
 
 @pytest.mark.parametrize("geom", ["3x3-c3-7x7", "depthwise-s2", "grouped-dilated"])
 def test_autograd(geom):
-    g = list(GEOMETRIES[geom])
+    g = list(CONV2D_ACT[geom])
     g[-1] = "relu6"
-    assert_grads_match(OP, conv2d_act_reference, conv_args(tuple(g), torch.float64))
+    assert_grads_match(OP, conv2d_act_reference, conv2d_act_args(tuple(g), torch.float64))
 
 
 def test_fake_and_opcheck():
-    args = conv_args(GEOMETRIES["3x3-s2-c13-5x9"], channels_last=True)
+    args = conv2d_act_args(CONV2D_ACT["3x3-s2-c13-5x9"], channels_last=True)
     assert_fake_matches(OP, args)
-    opcheck_eager(OP, conv_args(GEOMETRIES["3x3-c3-7x7"]))
+    opcheck_eager(OP, conv2d_act_args(CONV2D_ACT["3x3-c3-7x7"]))

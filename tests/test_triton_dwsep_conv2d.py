@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from triton_cases.common import (LAYOUT_DTYPES, assert_fake_matches, assert_grads_match, assert_same_error,
-                                 check_against_reference, make, op, opcheck_eager, require_interpreter)
+                                 check_against_reference, op, opcheck_eager, require_interpreter)
+from triton_cases.samples import DWSEP_CONV2D, dwsep_conv2d_args, make
 
 require_interpreter()
 
@@ -13,50 +14,32 @@ from cnnkernels.ops.dwsep_conv2d import _check, dwsep_conv2d_reference  # noqa: 
 
 OP = "dwsep_conv2d"
 
-# N, C, H, W, Cout, (kH, kW), stride, padding, dilation, dw_bias, pw_bias, dw_activation, pw_activation
-GEOMETRIES = {
-    "c3-7x7": (2, 3, 7, 7, 13, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "relu", "relu6"),
-    "c13-5x9-s2": (1, 13, 5, 9, 8, (3, 3), (2, 2), (1, 1), (1, 1), False, True, "relu6", "none"),
-    "5x5": (1, 13, 7, 7, 3, (5, 5), (1, 1), (2, 2), (1, 1), True, False, "none", "relu"),
-    "s2x1-dil2x1": (1, 6, 5, 9, 7, (3, 3), (2, 1), (2, 1), (2, 1), True, True, "relu", "relu"),
-    "s2-relu6": (2, 13, 7, 7, 13, (3, 3), (2, 2), (1, 1), (1, 1), True, True, "relu6", "relu6"),
-    "multi-tile": (1, 40, 5, 5, 70, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "relu", "none"),
-}
-
-
-def dwsep_args(geom, dtype=torch.float32, channels_last=False):
-    N, C, H, W, Cout, (kh, kw), stride, padding, dilation, dw_bias, pw_bias, dw_act, pw_act = geom
-    return (make((N, C, H, W), dtype, channels_last), make((C, 1, kh, kw), dtype, scale=0.4),
-            make((C,), dtype) if dw_bias else None, make((Cout, C, 1, 1), dtype, scale=0.3),
-            make((Cout,), dtype) if pw_bias else None, list(stride), list(padding), list(dilation), dw_act, pw_act)
-
-
 @pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
-@pytest.mark.parametrize("geom", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+@pytest.mark.parametrize("geom", DWSEP_CONV2D.values(), ids=DWSEP_CONV2D.keys())
 def test_matches_reference(geom, dtype, channels_last):
-    check_against_reference(OP, dwsep_conv2d_reference, dwsep_args(geom, dtype, channels_last))
+    check_against_reference(OP, dwsep_conv2d_reference, dwsep_conv2d_args(geom, dtype, channels_last))
 
 
 @pytest.mark.parametrize("dw_act", ["none", "relu", "relu6"])
 @pytest.mark.parametrize("pw_act", ["none", "relu", "relu6"])
 def test_activations(dw_act, pw_act):
     geom = (1, 5, 5, 9, 6, (3, 3), (1, 1), (1, 1), (1, 1), True, True, dw_act, pw_act)
-    check_against_reference(OP, dwsep_conv2d_reference, dwsep_args(geom))
+    check_against_reference(OP, dwsep_conv2d_reference, dwsep_conv2d_args(geom))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
 def test_other_dtypes(dtype):
-    check_against_reference(OP, dwsep_conv2d_reference, dwsep_args(GEOMETRIES["c3-7x7"], dtype, True))
+    check_against_reference(OP, dwsep_conv2d_reference, dwsep_conv2d_args(DWSEP_CONV2D["c3-7x7"], dtype, True))
 
 
 def test_strided_input():
-    args = list(dwsep_args(GEOMETRIES["c13-5x9-s2"], channels_last=True))
+    args = list(dwsep_conv2d_args(DWSEP_CONV2D["c13-5x9-s2"], channels_last=True))
     args[0] = make((1, 26, 5, 9), torch.float32, channels_last=True)[:, ::2]
     check_against_reference(OP, dwsep_conv2d_reference, tuple(args))
 
 
 def test_empty_batch():
-    args = dwsep_args((0, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "relu", "relu"))
+    args = dwsep_conv2d_args((0, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "relu", "relu"))
     assert op("dwsep_conv2d_triton")(*args).shape == (0, 4, 5, 5)
 
 
@@ -65,7 +48,7 @@ NAMES = ["input", "dw_weight", "dw_bias", "pw_weight", "pw_bias", "stride", "pad
 
 
 def _bad(**kw):
-    args = dict(zip(NAMES, dwsep_args(GEOMETRIES["c3-7x7"])))
+    args = dict(zip(NAMES, dwsep_conv2d_args(DWSEP_CONV2D["c3-7x7"])))
     args.update(kw)
     return tuple(args.values())
 
@@ -91,9 +74,9 @@ def test_bad_input(make_args):
 
 @pytest.mark.parametrize("geom", ["c3-7x7", "c13-5x9-s2"])
 def test_autograd(geom):
-    assert_grads_match(OP, dwsep_conv2d_reference, dwsep_args(GEOMETRIES[geom], torch.float64))
+    assert_grads_match(OP, dwsep_conv2d_reference, dwsep_conv2d_args(DWSEP_CONV2D[geom], torch.float64))
 
 
 def test_fake_and_opcheck():
-    assert_fake_matches(OP, dwsep_args(GEOMETRIES["c13-5x9-s2"], channels_last=True))
-    opcheck_eager(OP, dwsep_args(GEOMETRIES["c3-7x7"]))
+    assert_fake_matches(OP, dwsep_conv2d_args(DWSEP_CONV2D["c13-5x9-s2"], channels_last=True))
+    opcheck_eager(OP, dwsep_conv2d_args(DWSEP_CONV2D["c3-7x7"]))

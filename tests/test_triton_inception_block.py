@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from triton_cases.common import (LAYOUT_DTYPES, assert_fake_matches, assert_grads_match, assert_same_error,
-                                 check_against_reference, make, op, opcheck_eager, require_interpreter)
+                                 check_against_reference, op, opcheck_eager, require_interpreter)
+from triton_cases.samples import INCEPTION_BLOCK, inception_block_args
 
 require_interpreter()
 
@@ -13,45 +14,26 @@ from cnnkernels.ops.inception_block import _check, inception_block_reference  # 
 
 OP = "inception_block"
 
-# N, C, H, W, c1, c2_reduce, c2, k2 (kH, kW), c3_reduce, c3, k3, c4
-GEOMETRIES = {
-    "c3-7x7": (2, 3, 7, 7, 4, 3, 5, (3, 3), 2, 3, (5, 5), 6),
-    "c13-5x9": (1, 13, 5, 9, 8, 6, 7, (3, 3), 3, 4, (5, 5), 3),
-    "1x1-and-3x5": (1, 3, 5, 9, 2, 2, 3, (1, 1), 2, 2, (3, 5), 2),
-    "multi-tile": (1, 40, 5, 5, 36, 20, 34, (3, 3), 8, 16, (5, 5), 33),
-}
-
-
-def inception_args(geom, dtype=torch.float32, channels_last=False):
-    N, C, H, W, c1, c2r, c2, k2, c3r, c3, k3, c4 = geom
-
-    def wb(cout, cin, k):
-        return make((cout, cin, *k), dtype, scale=0.3), make((cout,), dtype)
-
-    return (make((N, C, H, W), dtype, channels_last), *wb(c1, C, (1, 1)), *wb(c2r, C, (1, 1)), *wb(c2, c2r, k2),
-            *wb(c3r, C, (1, 1)), *wb(c3, c3r, k3), *wb(c4, C, (1, 1)))
-
-
 @pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
-@pytest.mark.parametrize("geom", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+@pytest.mark.parametrize("geom", INCEPTION_BLOCK.values(), ids=INCEPTION_BLOCK.keys())
 def test_matches_reference(geom, dtype, channels_last):
-    check_against_reference(OP, inception_block_reference, inception_args(geom, dtype, channels_last))
+    check_against_reference(OP, inception_block_reference, inception_block_args(geom, dtype, channels_last))
 
 
 def test_pool_branch_with_negative_input():
     # the 3x3 max-pool's padding must never win, also where every input is negative
-    args = list(inception_args(GEOMETRIES["c3-7x7"]))
+    args = list(inception_block_args(INCEPTION_BLOCK["c3-7x7"]))
     args[0] = -args[0].abs() - 1
     check_against_reference(OP, inception_block_reference, tuple(args))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
 def test_other_dtypes(dtype):
-    check_against_reference(OP, inception_block_reference, inception_args(GEOMETRIES["c3-7x7"], dtype, True))
+    check_against_reference(OP, inception_block_reference, inception_block_args(INCEPTION_BLOCK["c3-7x7"], dtype, True))
 
 
 def test_empty_batch():
-    args = inception_args((0, 3, 5, 5, 2, 2, 2, (3, 3), 2, 2, (5, 5), 2))
+    args = inception_block_args((0, 3, 5, 5, 2, 2, 2, (3, 3), 2, 2, (5, 5), 2))
     assert op("inception_block_triton")(*args).shape == (0, 8, 5, 5)
 
 
@@ -60,7 +42,7 @@ NAMES = ["input", "w1", "b1", "w2_reduce", "b2_reduce", "w2", "b2", "w3_reduce",
 
 
 def _bad(**kw):
-    args = dict(zip(NAMES, inception_args(GEOMETRIES["c3-7x7"])))
+    args = dict(zip(NAMES, inception_block_args(INCEPTION_BLOCK["c3-7x7"])))
     args.update(kw)
     return tuple(args.values())
 
@@ -85,9 +67,9 @@ def test_bad_input(make_args):
 
 
 def test_autograd():
-    assert_grads_match(OP, inception_block_reference, inception_args(GEOMETRIES["c3-7x7"], torch.float64))
+    assert_grads_match(OP, inception_block_reference, inception_block_args(INCEPTION_BLOCK["c3-7x7"], torch.float64))
 
 
 def test_fake_and_opcheck():
-    assert_fake_matches(OP, inception_args(GEOMETRIES["c13-5x9"], channels_last=True))
-    opcheck_eager(OP, inception_args(GEOMETRIES["c3-7x7"]))
+    assert_fake_matches(OP, inception_block_args(INCEPTION_BLOCK["c13-5x9"], channels_last=True))
+    opcheck_eager(OP, inception_block_args(INCEPTION_BLOCK["c3-7x7"]))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from triton_cases.common import (LAYOUT_DTYPES, assert_fake_matches, assert_grads_match, assert_same_error,
-                                 check_against_reference, make, op, opcheck_eager, require_interpreter)
+                                 check_against_reference, op, opcheck_eager, require_interpreter)
+from triton_cases.samples import INVERTED_RESIDUAL, inverted_residual_args
 
 require_interpreter()
 
@@ -13,48 +14,27 @@ from cnnkernels.ops.inverted_residual import _check, inverted_residual_reference
 
 OP = "inverted_residual"
 
-# N, C, H, W, hidden (None: no expansion), Cout, k, stride, residual, activation, expand_bias
-GEOMETRIES = {
-    "expand-c3-7x7-res": (2, 3, 7, 7, 18, 3, 3, 1, True, "relu6", True),
-    "expand-c13-5x9-s2": (1, 13, 5, 9, 20, 8, 3, 2, False, "relu", True),
-    "noexpand-c13-res": (1, 13, 7, 7, None, 13, 3, 1, True, "relu6", False),
-    "noexpand-5x9-s2": (1, 13, 5, 9, None, 7, 3, 2, False, "none", False),
-    "expand-5x5-nobias": (1, 5, 7, 7, 16, 5, 5, 1, True, "relu", False),
-    "multi-tile": (1, 20, 5, 5, 40, 36, 3, 1, False, "relu6", True),
-}
-
-
-def ir_args(geom, dtype=torch.float32, channels_last=False):
-    N, C, H, W, hid, Cout, k, stride, residual, act, expand_bias = geom
-    expand = hid is not None
-    hid = hid if expand else C
-    return (make((N, C, H, W), dtype, channels_last),
-            make((hid, C, 1, 1), dtype, scale=0.4) if expand else None,
-            make((hid,), dtype) if expand and expand_bias else None,
-            make((hid, 1, k, k), dtype, scale=0.4), make((hid,), dtype),
-            make((Cout, hid, 1, 1), dtype, scale=0.3), make((Cout,), dtype), stride, residual, act)
-
-
 @pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
-@pytest.mark.parametrize("geom", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+@pytest.mark.parametrize("geom", INVERTED_RESIDUAL.values(), ids=INVERTED_RESIDUAL.keys())
 def test_matches_reference(geom, dtype, channels_last):
-    check_against_reference(OP, inverted_residual_reference, ir_args(geom, dtype, channels_last))
+    check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom, dtype, channels_last))
 
 
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
 @pytest.mark.parametrize("expand", [True, False], ids=["expand", "noexpand"])
 def test_activations(activation, expand):
     geom = (1, 4, 5, 9, 8 if expand else None, 4, 3, 1, True, activation, True)
-    check_against_reference(OP, inverted_residual_reference, ir_args(geom))
+    check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
 def test_other_dtypes(dtype):
-    check_against_reference(OP, inverted_residual_reference, ir_args(GEOMETRIES["expand-c3-7x7-res"], dtype, True))
+    args = inverted_residual_args(INVERTED_RESIDUAL["expand-c3-7x7-res"], dtype, True)
+    check_against_reference(OP, inverted_residual_reference, args)
 
 
 def test_empty_batch():
-    args = ir_args((0, 4, 5, 5, 8, 4, 3, 1, True, "relu6", True))
+    args = inverted_residual_args((0, 4, 5, 5, 8, 4, 3, 1, True, "relu6", True))
     assert op("inverted_residual_triton")(*args).shape == (0, 4, 5, 5)
 
 
@@ -63,7 +43,7 @@ NAMES = ["input", "expand_weight", "expand_bias", "dw_weight", "dw_bias", "proje
 
 
 def _bad(**kw):
-    args = dict(zip(NAMES, ir_args(GEOMETRIES["expand-c3-7x7-res"])))
+    args = dict(zip(NAMES, inverted_residual_args(INVERTED_RESIDUAL["expand-c3-7x7-res"])))
     args.update(kw)
     return tuple(args.values())
 
@@ -90,9 +70,9 @@ def test_bad_input(make_args):
 
 @pytest.mark.parametrize("geom", ["expand-c3-7x7-res", "noexpand-5x9-s2"])
 def test_autograd(geom):
-    assert_grads_match(OP, inverted_residual_reference, ir_args(GEOMETRIES[geom], torch.float64))
+    assert_grads_match(OP, inverted_residual_reference, inverted_residual_args(INVERTED_RESIDUAL[geom], torch.float64))
 
 
 def test_fake_and_opcheck():
-    assert_fake_matches(OP, ir_args(GEOMETRIES["expand-c13-5x9-s2"], channels_last=True))
-    opcheck_eager(OP, ir_args(GEOMETRIES["noexpand-c13-res"]))
+    assert_fake_matches(OP, inverted_residual_args(INVERTED_RESIDUAL["expand-c13-5x9-s2"], channels_last=True))
+    opcheck_eager(OP, inverted_residual_args(INVERTED_RESIDUAL["noexpand-c13-res"]))

@@ -11,7 +11,7 @@ and skip themselves otherwise (`require_interpreter()` at module level).
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import pytest
 import torch
@@ -55,14 +55,6 @@ def require_interpreter():
 
 def op(name: str):
     return getattr(torch.ops.cnnkernels, name)
-
-
-def make(shape: Sequence[int], dtype: torch.dtype, channels_last: bool = False, scale: float = 1.0,
-         gen: Optional[torch.Generator] = None) -> torch.Tensor:
-    t = (torch.randn(tuple(shape), generator=gen) * scale).to(dtype)
-    if channels_last and len(shape) == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    return t
 
 
 def widen(args):
