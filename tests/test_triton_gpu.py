@@ -13,20 +13,17 @@ import torch
 from triton_cases.common import TOLERANCES, assert_grads_match, assert_matches, widen
 from triton_cases.samples import ARGS, GEOMETRIES, OPS, make
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason="needs a CUDA GPU (on CPU, tests/test_triton_interpret.py runs the Triton kernels in "
-                              "the interpreter)"),
-]
+pytestmark = pytest.mark.cuda
 
-if torch.cuda.is_available():
-    pytest.importorskip("triton")
-    import cnnkernels.triton as _ct
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU (on CPU, tests/test_triton_interpret.py runs the Triton kernels in the "
+                "interpreter)", allow_module_level=True)
+pytest.importorskip("triton")
+import cnnkernels.triton as _ct  # noqa: E402
 
-    if _ct.INTERPRET:
-        pytest.skip("cnnkernels.triton was imported with TRITON_INTERPRET=1: its kernels are interpreted; run this "
-                    "module without it", allow_module_level=True)
+if _ct.INTERPRET:
+    pytest.skip("cnnkernels.triton was imported with TRITON_INTERPRET=1: its kernels are interpreted; run this module "
+                "without it", allow_module_level=True)
 
 DEVICE = "cuda"
 DTYPES = [pytest.param(torch.float32, False, id="fp32-nchw"), pytest.param(torch.float16, True, id="fp16-nhwc"),

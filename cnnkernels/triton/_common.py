@@ -46,6 +46,13 @@ def check_device(op: str, t: torch.Tensor) -> None:
                            f"tensors")
 
 
+def empty_output(input: torch.Tensor, shape) -> torch.Tensor:
+    """An uninitialised output in output_memory_format(input), allocated in that layout (no relayout copy)."""
+    from cnnkernels.ops._checks import output_memory_format
+    return torch.empty(tuple(shape), dtype=input.dtype, device=input.device,
+                       memory_format=output_memory_format(input))
+
+
 def dot_mode(dtype: torch.dtype) -> int:
     if dtype == torch.float64:
         return DOT_F64

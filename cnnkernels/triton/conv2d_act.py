@@ -21,9 +21,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cnnkernels.ops._checks import output_memory_format
 from cnnkernels.triton._common import (ACTIVATION_CODES, acc_zeros, activate, autotune_configs, check_device,
-                                       dot_mode, mma, register_like_main_op, schema, up)
+                                       dot_mode, empty_output, mma, register_like_main_op, schema, up)
 
 OP = "conv2d_act"
 
@@ -219,7 +218,7 @@ def conv2d_act_triton(input: torch.Tensor, weight: torch.Tensor, bias: Optional[
     from cnnkernels.ops.conv2d_act import _check
     g = _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
     check_device(OP, input)
-    out = input.new_empty((g.N, g.Cout, g.Ho, g.Wo)).contiguous(memory_format=output_memory_format(input))
+    out = empty_output(input, (g.N, g.Cout, g.Ho, g.Wo))
     conv_into(out, 0, input, 0, g.C, weight, bias, residual, stride, padding, dilation, groups, activation)
     return out
 

@@ -17,9 +17,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cnnkernels.ops._checks import output_memory_format
 from cnnkernels.triton._common import (ACTIVATION_CODES, acc_zeros, activate, autotune_configs, check_device,
-                                       dot_mode, mma, register_like_main_op, round_to, schema, up)
+                                       dot_mode, empty_output, mma, register_like_main_op, round_to, schema, up)
 from cnnkernels.triton.conv2d_act import depthwise_tile, pixel_coords
 
 OP = "dwsep_conv2d"
@@ -146,7 +145,7 @@ def dwsep_conv2d_triton(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: O
     shape = _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
                    pw_activation)
     check_device(OP, input)
-    out = input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    out = empty_output(input, shape)
     dw_pw_into(out, input, None, None, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
                "none", dw_activation, pw_activation, False)
     return out

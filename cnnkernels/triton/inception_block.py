@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch.library import triton_op
 
-from cnnkernels.ops._checks import output_memory_format
-from cnnkernels.triton._common import check_device, register_like_main_op, schema
+from cnnkernels.triton._common import check_device, empty_output, register_like_main_op, schema
 from cnnkernels.triton.conv2d_act import conv_into
 
 OP = "inception_block"
@@ -29,12 +28,11 @@ def inception_block_triton(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tens
     shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
     check_device(OP, input)
     N, C, H, W = input.shape
-    fmt = output_memory_format(input)
-    out = input.new_empty(shape).contiguous(memory_format=fmt)
+    out = empty_output(input, shape)
     c1, c2r, c2, c3r, c3 = w1.shape[0], w2_reduce.shape[0], w2.shape[0], w3_reduce.shape[0], w3.shape[0]
     one, zero = [1, 1], [0, 0]
     conv_into(out, 0, input, 0, C, w1, b1, None, one, zero, one, 1, "relu")
-    r = input.new_empty((N, c2r + c3r, H, W)).contiguous(memory_format=fmt)
+    r = empty_output(input, (N, c2r + c3r, H, W))
     conv_into(r, 0, input, 0, C, torch.cat([w2_reduce, w3_reduce]), torch.cat([b2_reduce, b3_reduce]), None, one,
               zero, one, 1, "relu")
     conv_into(out, c1, r, 0, c2r, w2, b2, None, one, [w2.shape[2] // 2, w2.shape[3] // 2], one, 1, "relu")

@@ -10,8 +10,7 @@ from typing import Optional
 import torch
 from torch.library import triton_op
 
-from cnnkernels.ops._checks import output_memory_format
-from cnnkernels.triton._common import check_device, register_like_main_op, schema
+from cnnkernels.triton._common import check_device, empty_output, register_like_main_op, schema
 from cnnkernels.triton.dwsep_conv2d import dw_pw_into
 
 OP = "inverted_residual"
@@ -26,7 +25,7 @@ def inverted_residual_triton(input: torch.Tensor, expand_weight: Optional[torch.
     shape = _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
                    residual, activation)
     check_device(OP, input)
-    out = input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    out = empty_output(input, shape)
     dw_pw_into(out, input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
                [stride, stride], _dw_padding(dw_weight), [1, 1], activation, activation, "none", residual)
     return out
