@@ -145,13 +145,14 @@ def resolve(op: str, device: Union[str, torch.device]) -> str:
     _check_op(op, "resolve()")
     device_type = device if isinstance(device, str) else torch.device(device).type
     device_type = device_type.split(":", 1)[0]
-    chosen = _chosen(op)
-    if device_type == "cuda":
-        backend = chosen if chosen is not None else default_backend(op)
-    elif chosen == "triton" and interpreting():
+    if device_type != "cuda":
+        # CPU tensors: the C++ op, unless the Triton op is chosen and runs in the interpreter
+        if not (interpreting() and _chosen(op) == "triton"):
+            return CPU
         backend = "triton"
     else:
-        return CPU
+        chosen = _chosen(op)
+        backend = chosen if chosen is not None else default_backend(op)
     if backend == "triton":
         _ensure_triton_op(op)
     return backend
