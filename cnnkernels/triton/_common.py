@@ -1,0 +1,127 @@
+"""Pieces shared by the Triton ops: interpreter detection, activation/accumulation helpers used inside the kernels,
+dot-precision selection, and the registration of each Triton op's fake kernel and autograd from its main op module."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Dict, List
+
+import torch
+import triton
+import triton.language as tl
+
+from cnnkernels._library import SCHEMAS
+
+# Whether this process runs Triton kernels in the interpreter. `triton.jit` makes that choice when a kernel is
+# decorated (at import of these modules), from TRITON_INTERPRET; record the value seen then, not the current one.
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+ACTIVATION_CODES: Dict[str, int] = {"none": 0, "relu": 1, "relu6": 2}
+
+# Dot modes (constexpr DOT in the kernels): how a tile product is computed. The accumulator is always fp32 (fp64 for
+# fp64 inputs).
+DOT_HALF = 0        # fp16/bf16 operands on tensor cores
+DOT_IEEE = 1        # fp32 operands, exact fp32 products
+DOT_TF32 = 2        # fp32 operands rounded to tf32 (only when torch.backends.cuda.matmul.allow_tf32 is set)
+DOT_F64 = 3         # fp64 operands
+
+
+def autotune_configs(configs: List[triton.Config]) -> List[triton.Config]:
+    """The interpreter cannot time kernels: give it only the first config (the autotuner then skips benchmarking
+    and the autotune wrapper itself still runs); GPUs get the whole set."""
+    return configs[:1] if INTERPRET else configs
+
+
+def schema(op: str) -> str:
+    """The schema of the main op `op` without its name: the Triton op has exactly the same signature."""
+    return SCHEMAS[op][len(op):]
+
+
+def check_device(op: str, t: torch.Tensor) -> None:
+    """The Triton ops run on CUDA tensors, and on CPU tensors only in the interpreter."""
+    if t.device.type == "cpu" and not INTERPRET:
+        raise RuntimeError(f"cnnkernels.{op}_triton: CPU tensors run only in the Triton interpreter (set "
+                           f"TRITON_INTERPRET=1 before triton is imported); use torch.ops.cnnkernels.{op} for CPU "
+                           f"tensors")
+
+
+def empty_output(input: torch.Tensor, shape) -> torch.Tensor:
+    """An uninitialised output in output_memory_format(input), allocated in that layout (no relayout copy)."""
+    from cnnkernels.ops._checks import output_memory_format
+    return torch.empty(tuple(shape), dtype=input.dtype, device=input.device,
+                       memory_format=output_memory_format(input))
+
+
+def dot_mode(dtype: torch.dtype) -> int:
+    if dtype == torch.float64:
+        return DOT_F64
+    if dtype == torch.float32:
+        return DOT_TF32 if (torch.backends.cuda.matmul.allow_tf32 and not INTERPRET) else DOT_IEEE
+    if dtype == torch.bfloat16 and INTERPRET:
+        return DOT_IEEE     # the interpreter has no bf16 arithmetic: bf16 tiles are multiplied in fp32
+    return DOT_HALF
+
+
+def is_f64(dtype: torch.dtype) -> bool:
+    return dtype == torch.float64
+
+
+def register_like_main_op(op: str) -> None:
+    """Gives `cnnkernels::<op>_triton` the main op's fake kernel and autograd formulas (same signature, same
+    validation, same backward)."""
+    main = importlib.import_module(f"cnnkernels.ops.{op}")
+    qualname = f"cnnkernels::{op}_triton"
+    torch.library.register_fake(qualname)(main._fake)
+    torch.library.register_autograd(qualname, main._backward, setup_context=main._setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Device helpers (inlined into the kernels)
+
+
+@triton.jit
+def up(x, F64: tl.constexpr):
+    """Widen to the accumulation type: fp32, or fp64 for fp64 inputs (all elementwise math happens there; the
+    interpreter has no bf16 arithmetic)."""
+    if F64:
+        return x.to(tl.float64)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def acc_zeros(BM: tl.constexpr, BN: tl.constexpr, F64: tl.constexpr):
+    if F64:
+        return tl.zeros([BM, BN], dtype=tl.float64)
+    else:
+        return tl.zeros([BM, BN], dtype=tl.float32)
+
+
+@triton.jit
+def activate(x, ACT: tl.constexpr):
+    """none / relu / relu6, NaN passing through as in torch."""
+    if ACT == 1:
+        x = tl.where(x < 0, 0.0, x)
+    elif ACT == 2:
+        x = tl.where(x < 0, 0.0, tl.where(x > 6, 6.0, x))
+    return x
+
+
+@triton.jit
+def round_to(x, Y, F64: tl.constexpr):
+    """Round x to the element type of pointer Y and widen it back: an intermediate the unfused ops would store."""
+    return up(x.to(Y.dtype.element_ty), F64)
+
+
+@triton.jit
+def mma(a, b, acc, Y, DOT: tl.constexpr):
+    """acc + a @ b with the operands converted for the dot mode (Y: a pointer of the input's element type)."""
+    if DOT == 0:
+        return tl.dot(a.to(Y.dtype.element_ty), b.to(Y.dtype.element_ty), acc)
+    elif DOT == 1:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif DOT == 2:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="tf32")
+    else:
+        return tl.dot(a.to(tl.float64), b.to(tl.float64), acc, input_precision="ieee")

@@ -1,0 +1,44 @@
+"""cnnkernels::inception_block_triton: the four-branch GoogLeNet module with conv2d_act's implicit-GEMM kernel, each
+branch written straight into its channel slice of the output (no torch.cat):
+
+1. relu(1x1(x))                       -> out[:, :c1]
+2. the two 1x1 reduces, as one GEMM   -> r (the only intermediate: the kxk convs need its neighbourhoods)
+3. relu(kxk(r[:, :c2r]))              -> out[:, c1:c1+c2]
+4. relu(kxk(r[:, c2r:]))              -> out[:, c1+c2:c1+c2+c3]
+5. relu(1x1(maxpool3x3(x)))           -> out[:, c1+c2+c3:], the max-pool computed while gathering the GEMM's input
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.library import triton_op
+
+from cnnkernels.triton._common import check_device, empty_output, register_like_main_op, schema
+from cnnkernels.triton.conv2d_act import conv_into
+
+OP = "inception_block"
+
+
+@triton_op("cnnkernels::inception_block_triton", mutates_args=(), schema=schema(OP))
+def inception_block_triton(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2_reduce: torch.Tensor,
+                           b2_reduce: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, w3_reduce: torch.Tensor,
+                           b3_reduce: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, w4: torch.Tensor,
+                           b4: torch.Tensor) -> torch.Tensor:
+    from cnnkernels.ops.inception_block import _check
+    shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
+    check_device(OP, input)
+    N, C, H, W = input.shape
+    out = empty_output(input, shape)
+    c1, c2r, c2, c3r, c3 = w1.shape[0], w2_reduce.shape[0], w2.shape[0], w3_reduce.shape[0], w3.shape[0]
+    one, zero = [1, 1], [0, 0]
+    conv_into(out, 0, input, 0, C, w1, b1, None, one, zero, one, 1, "relu")
+    r = empty_output(input, (N, c2r + c3r, H, W))
+    conv_into(r, 0, input, 0, C, torch.cat([w2_reduce, w3_reduce]), torch.cat([b2_reduce, b3_reduce]), None, one,
+              zero, one, 1, "relu")
+    conv_into(out, c1, r, 0, c2r, w2, b2, None, one, [w2.shape[2] // 2, w2.shape[3] // 2], one, 1, "relu")
+    conv_into(out, c1 + c2, r, c2r, c3r, w3, b3, None, one, [w3.shape[2] // 2, w3.shape[3] // 2], one, 1, "relu")
+    conv_into(out, c1 + c2 + c3, input, 0, C, w4, b4, None, one, zero, one, 1, "relu", pool=True)
+    return out
+
+
+register_like_main_op(OP)

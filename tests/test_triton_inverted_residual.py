@@ -1,0 +1,78 @@
+"""cnnkernels::inverted_residual_triton in the Triton interpreter vs the reference (see tests/triton_cases/common.py
+for how these modules run)."""
+
+import pytest
+import torch
+
+from triton_cases.common import (LAYOUT_DTYPES, assert_fake_matches, assert_grads_match, assert_same_error,
+                                 check_against_reference, op, opcheck_eager, require_interpreter)
+from triton_cases.samples import INVERTED_RESIDUAL, inverted_residual_args
+
+require_interpreter()
+
+from cnnkernels.ops.inverted_residual import _check, inverted_residual_reference  # noqa: E402
+
+OP = "inverted_residual"
+
+@pytest.mark.parametrize("dtype, channels_last", LAYOUT_DTYPES)
+@pytest.mark.parametrize("geom", INVERTED_RESIDUAL.values(), ids=INVERTED_RESIDUAL.keys())
+def test_matches_reference(geom, dtype, channels_last):
+    check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom, dtype, channels_last))
+
+
+@pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("expand", [True, False], ids=["expand", "noexpand"])
+def test_activations(activation, expand):
+    geom = (1, 4, 5, 9, 8 if expand else None, 4, 3, 1, True, activation, True)
+    check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
+def test_other_dtypes(dtype):
+    args = inverted_residual_args(INVERTED_RESIDUAL["expand-c3-7x7-res"], dtype, True)
+    check_against_reference(OP, inverted_residual_reference, args)
+
+
+def test_empty_batch():
+    args = inverted_residual_args((0, 4, 5, 5, 8, 4, 3, 1, True, "relu6", True))
+    assert op("inverted_residual_triton")(*args).shape == (0, 4, 5, 5)
+
+
+NAMES = ["input", "expand_weight", "expand_bias", "dw_weight", "dw_bias", "project_weight", "project_bias", "stride",
+         "residual", "activation"]
+
+
+def _bad(**kw):
+    args = dict(zip(NAMES, inverted_residual_args(INVERTED_RESIDUAL["expand-c3-7x7-res"])))
+    args.update(kw)
+    return tuple(args.values())
+
+
+BAD = {
+    "activation": lambda: _bad(activation="gelu"),
+    "input-3d": lambda: _bad(input=torch.ones(3, 7, 7)),
+    "empty-spatial": lambda: _bad(input=torch.ones(2, 3, 0, 7)),
+    "expand-bias-without-weight": lambda: _bad(expand_weight=None),
+    "expand-weight-cin": lambda: _bad(expand_weight=torch.ones(18, 4, 1, 1)),
+    "dw-weight-even-k": lambda: _bad(dw_weight=torch.ones(18, 1, 2, 2)),
+    "dw-weight-hidden": lambda: _bad(dw_weight=torch.ones(17, 1, 3, 3)),
+    "dw-bias-dtype": lambda: _bad(dw_bias=torch.ones(18, dtype=torch.float64)),
+    "project-weight-hidden": lambda: _bad(project_weight=torch.ones(3, 17, 1, 1)),
+    "stride-0": lambda: _bad(stride=0),
+    "residual-stride-2": lambda: _bad(stride=2),
+}
+
+
+@pytest.mark.parametrize("make_args", BAD.values(), ids=BAD.keys())
+def test_bad_input(make_args):
+    assert_same_error(_check, OP, make_args())
+
+
+@pytest.mark.parametrize("geom", ["expand-c3-7x7-res", "noexpand-5x9-s2"])
+def test_autograd(geom):
+    assert_grads_match(OP, inverted_residual_reference, inverted_residual_args(INVERTED_RESIDUAL[geom], torch.float64))
+
+
+def test_fake_and_opcheck():
+    assert_fake_matches(OP, inverted_residual_args(INVERTED_RESIDUAL["expand-c13-5x9-s2"], channels_last=True))
+    opcheck_eager(OP, inverted_residual_args(INVERTED_RESIDUAL["noexpand-c13-res"]))
