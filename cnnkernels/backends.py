@@ -207,3 +207,14 @@ def backend_table() -> Dict[str, Dict[str, str]]:
 
 __all__ = ["BACKENDS", "CPU", "ENV_VAR", "backend_table", "cuda_compiled", "default_backend", "interpreting",
            "op_names", "resolve", "triton_available", "use_backend"]
+
+
+def call(op: str, fallback, *args):
+    """Runs `op` on `args` (the schema's arguments, input first) with the backend `resolve` picks for the input's
+    device; `fallback` is the op module's validation + reference. What the public wrappers cnnkernels.<op> use."""
+    backend = resolve(op, args[0].device)
+    if backend == "triton":
+        return getattr(torch.ops.cnnkernels, f"{op}_triton")(*args)
+    if backend == "reference":
+        return fallback(*args)
+    return getattr(torch.ops.cnnkernels, op)(*args)

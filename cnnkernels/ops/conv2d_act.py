@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
+from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import check_bias, check_conv, check_shape, output_memory_format, parse_activation
 
@@ -71,8 +72,8 @@ def conv2d_act(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1), groups: int = 1,
                activation: str = "none") -> torch.Tensor:
     """act(conv2d(input, weight, bias) + residual) with bias, residual add and activation fused into the conv."""
-    return torch.ops.cnnkernels.conv2d_act(input, weight, bias, residual, _pair(stride), _pair(padding),
-                                           _pair(dilation), groups, activation)
+    return call("conv2d_act", _fallback, input, weight, bias, residual, _pair(stride), _pair(padding),
+                _pair(dilation), groups, activation)
 
 
 def _pair(v):

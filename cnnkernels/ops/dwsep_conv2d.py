@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
+from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import (_shape, check_bias, check_conv, check_input, check_pointwise,
                                     output_memory_format, parse_activation)
@@ -96,8 +97,8 @@ def dwsep_conv2d(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional
                  pw_activation: str = "none") -> torch.Tensor:
     """pw_act(conv1x1(dw_act(conv2d(input, dw_weight, dw_bias, groups=C)), pw_weight, pw_bias)) in one pass: the
     depthwise output never goes to memory. dw_weight is [C, 1, kH, kW], pw_weight [C_out, C, 1, 1]."""
-    return torch.ops.cnnkernels.dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, _pair(stride),
-                                             _pair(padding), _pair(dilation), dw_activation, pw_activation)
+    return call("dwsep_conv2d", _fallback, input, dw_weight, dw_bias, pw_weight, pw_bias, _pair(stride),
+                _pair(padding), _pair(dilation), dw_activation, pw_activation)
 
 
 def _pair(v):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
+from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, conv_backward
 from cnnkernels.ops._checks import _shape, check_bias, check_input, check_like, check_pointwise, output_memory_format
 
@@ -134,5 +135,5 @@ def inception_block(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2_
                     b4: torch.Tensor) -> torch.Tensor:
     """cat([relu(1x1), relu(kxk(relu(1x1))), relu(kxk(relu(1x1))), relu(1x1(maxpool3x3))], dim=1); the kxk convs
     (odd k, e.g. GoogLeNet's 3x3 and 5x5) are 'same'-padded, so the output keeps the input's H x W."""
-    return torch.ops.cnnkernels.inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce,
-                                                w3, b3, w4, b4)
+    return call("inception_block", _fallback, input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce,
+                w3, b3, w4, b4)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
+from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import (_shape, check_bias, check_input, check_like, check_pointwise,
                                     output_memory_format, parse_activation)
@@ -136,5 +137,5 @@ def inverted_residual(input: torch.Tensor, expand_weight: Optional[torch.Tensor]
     """conv1x1(act(dwconv(act(conv1x1(input, expand_weight, expand_bias)))), project_weight, project_bias) (+ input
     when residual), the depthwise conv [hidden, 1, k, k] (odd k) padded to 'same' and strided by `stride`. With
     expand_weight None the block starts at the depthwise conv (MobileNetV2's expansion factor 1)."""
-    return torch.ops.cnnkernels.inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias,
-                                                  project_weight, project_bias, stride, residual, activation)
+    return call("inverted_residual", _fallback, input, expand_weight, expand_bias, dw_weight, dw_bias,
+                project_weight, project_bias, stride, residual, activation)
