@@ -61,6 +61,9 @@ def _read_build_config() -> Optional[dict]:
 
 
 def _op_backends() -> Dict[str, Dict[str, str]]:
+    from cnnkernels.backends import backend_table
+
+    chosen = backend_table()
     ops = {}
     for name, schema in L.SCHEMAS.items():
         row = {"schema": schema}
@@ -70,6 +73,8 @@ def _op_backends() -> Dict[str, Dict[str, str]]:
                 has = torch._C._dispatch_has_kernel_for_dispatch_key(f"{L.NAMESPACE}::{name}", key)
                 backend = "compiled" if has else "missing"
             row[key] = backend
+        # what cnnkernels.<op>() runs for CUDA tensors (cnnkernels.use_backend / CNNKERNELS_CUDA_BACKEND)
+        row["cuda_backend"] = chosen.get(name, {}).get("cuda", "reference")
         ops[name] = row
     return ops
 
@@ -161,11 +166,12 @@ def format_report(info: Dict[str, Any]) -> str:
     devs = info["cuda_devices"]
     add("  CUDA devices  " + (", ".join(f"{d['name']} (sm {d['capability']})" for d in devs) if devs else "none"))
     add("")
-    add("Ops (backend per device: compiled kernel, pure-PyTorch reference, or missing)")
+    add("Ops (kernel registered per device: compiled, pure-PyTorch reference, or missing; and the backend the")
+    add("     cnnkernels.<op>() wrappers pick for CUDA tensors: cuda, triton or reference)")
     width = max([len("op")] + [len(n) for n in info["ops"]])
-    add(f"  {'op':<{width}}  {'CPU':<10}  CUDA")
+    add(f"  {'op':<{width}}  {'CPU':<10}  {'CUDA':<10}  CUDA backend")
     for name, row in info["ops"].items():
-        add(f"  {name:<{width}}  {row['CPU']:<10}  {row['CUDA']}")
+        add(f"  {name:<{width}}  {row['CPU']:<10}  {row['CUDA']:<10}  {row['cuda_backend']}")
     return "\n".join(out)
 
 
