@@ -219,12 +219,20 @@ inline void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, 
 template <typename TX, typename TY>
 void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
   const int64_t Wo = a.y.Wo, Cin = a.Cin, W = a.x.W;
+  // Pixel coordinates by stepping, not dividing: one division per tile instead of MR (they cost as much as a
+  // short reduction).
   int64_t ohs[MR], ows[MR];
-  unroll<MR>([&](auto i) {
-    const int64_t p = p0 + (i < mr ? int64_t(i) : 0);
-    ohs[i] = p / Wo;
-    ows[i] = p % Wo;
-  });
+  {
+    int64_t oh = p0 / Wo, ow = p0 - (p0 / Wo) * Wo;
+    unroll<MR>([&](auto i) {
+      ohs[i] = oh;
+      ows[i] = ow;
+      if (++ow == Wo) {
+        ow = 0;
+        ++oh;
+      }
+    });
+  }
   // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
   const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
   const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
