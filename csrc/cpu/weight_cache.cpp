@@ -60,7 +60,9 @@ void erase(std::unordered_map<Key, Entry, KeyHash>::iterator it) {
 
 // Large weights are fingerprinted in chunks on all threads (the chunk fingerprints are then combined in order).
 uint64_t fingerprint_of(const at::Tensor& w) {
-  const at::Tensor c = w.contiguous();
+  // A dense tensor in any layout (channels_last weights included) spans exactly nbytes from its data pointer; the
+  // strides are part of the cache key.
+  const at::Tensor c = w.is_non_overlapping_and_dense() ? w : w.contiguous();
   const auto* p = static_cast<const char*>(c.const_data_ptr());
   const int64_t n = c.nbytes();
   constexpr int64_t kChunk = 256 * 1024;
