@@ -1,0 +1,56 @@
+#pragma once
+// Op-level argument validation shared by every backend's wrapper, so that the CPU and CUDA kernels of an op accept
+// and reject exactly the same arguments with the same messages. Built on the argument checks of common/checks.h.
+//
+// Status: declared here by the CUDA wrappers. The CPU wrappers still have their own copies (anonymous namespaces in
+// csrc/cpu/*.cpp); until those move into csrc/common/op_checks.cpp, the definitions live in
+// csrc/cuda/op_checks_pending.cpp (compiled into the CUDA library only).
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
+
+#include "common/checks.h"
+
+namespace cnnkernels {
+
+struct Conv2dActGeom {
+  ConvGeom g;
+  Activation act;
+};
+Conv2dActGeom check_conv2d_act(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& residual, c10::IntArrayRef stride,
+                               c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                               c10::string_view activation);
+
+struct DwsepGeom {
+  ConvGeom g;  // the depthwise stage (Cout == C)
+  int64_t Cout;
+  Activation dw_act, pw_act;
+};
+DwsepGeom check_dwsep(const at::Tensor& input, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+                      const at::Tensor& pw_weight, const c10::optional<at::Tensor>& pw_bias, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, c10::string_view dw_activation,
+                      c10::string_view pw_activation);
+
+struct IRGeom {
+  int64_t N, C, H, W, hidden, kH, kW, stride, pH, pW, Ho, Wo, Cout;
+  bool expand, residual;
+  Activation act;
+};
+IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                               const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                               const at::Tensor& dw_bias, const at::Tensor& project_weight,
+                               const at::Tensor& project_bias, int64_t stride, bool residual,
+                               c10::string_view activation);
+
+struct IncGeom {
+  int64_t N, C, H, W, c1, c2r, c2, c3r, c3, c4;
+  int64_t Ctot() const { return c1 + c2 + c3 + c4; }
+};
+IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at::Tensor& b1,
+                        const at::Tensor& w2_reduce, const at::Tensor& b2_reduce, const at::Tensor& w2,
+                        const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
+                        const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4);
+
+}  // namespace cnnkernels

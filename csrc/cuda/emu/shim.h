@@ -1,0 +1,205 @@
+#pragma once
+// Host emulation of the CUDA features the kernels use, so that the kernel sources (csrc/cuda/*_kernel.cu) compile with
+// a host C++ compiler (-DCNNK_EMULATE) and run on CPU tensors in tests, on machines without a GPU:
+//   - a block is 256 std::threads (threadIdx / blockIdx are thread-locals), __syncthreads is a std::barrier, blocks
+//     run one after the other; dynamic shared memory is a buffer filled with 0x7f bytes before every block (NaN for
+//     fp16, huge for the other types: a read of shared memory the kernel did not write shows in the output) and
+//     followed by a canary (a write past the planned size is reported);
+//   - nvcuda::wmma: fragments hold the whole 16x16 tile in every lane; load/mma/store follow the documented semantics
+//     and check its preconditions (32-byte aligned pointers, ldm a multiple of 16 bytes);
+//   - the runtime calls of compat.cuh (device attributes: configurable, see cnnk_emu_configure).
+// Not emulated: warp-level timing (lanes do not run in lockstep), memory-model effects, performance.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <barrier>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#undef __forceinline__
+#define __forceinline__ inline
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
+#define CNNK_BF16_TC 1
+
+namespace cnnkernels::cuda::emu {
+
+inline thread_local uint3 tl_thread{};
+inline thread_local uint3 tl_block{};
+inline thread_local unsigned char* tl_smem = nullptr;
+inline thread_local std::barrier<>* tl_barrier = nullptr;
+inline dim3 g_grid, g_block;
+inline std::atomic<int> g_fault{0};
+inline cudaError_t g_last = cudaSuccess;
+
+struct Config {
+  int sms = 4;
+  int64_t smem_optin = 99 * 1024;
+};
+inline Config g_config;
+
+// What the last launch asked for (read by the tests through cnnk_emu_last_launch).
+struct LaunchRecord {
+  int64_t grid_x, grid_y, smem, launches;
+};
+inline LaunchRecord g_record{};
+
+inline void fault(cudaError_t e, const char* what) {
+  int expected = 0;
+  if (g_fault.compare_exchange_strong(expected, static_cast<int>(e))) std::fprintf(stderr, "cnnk emu fault: %s\n", what);
+}
+
+template <typename... P, typename... A>
+cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t, const A&... args) {
+  static std::mutex mu;
+  const std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<int64_t>(smem) > g_config.smem_optin) return cudaErrorInvalidValue;
+  const unsigned nt = block.x * block.y * block.z;
+  g_grid = grid;
+  g_block = block;
+  g_fault = 0;
+  g_record = LaunchRecord{grid.x, grid.y, static_cast<int64_t>(smem), g_record.launches + 1};
+  constexpr size_t kCanary = 256;
+  std::vector<unsigned char> buf(smem + kCanary + 128);
+  unsigned char* base = buf.data() + (128 - reinterpret_cast<uintptr_t>(buf.data()) % 128) % 128;
+  std::barrier<> bar(static_cast<std::ptrdiff_t>(nt));
+  auto body = [&](unsigned t) {
+    tl_thread = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    tl_smem = base;
+    tl_barrier = &bar;
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          if (t == 0) {
+            std::memset(base, 0x7f, smem);
+            std::memset(base + smem, 0xa5, kCanary);
+          }
+          bar.arrive_and_wait();
+          tl_block = uint3{x, y, z};
+          kernel(args...);
+          bar.arrive_and_wait();
+          if (t == 0) {
+            for (size_t i = 0; i < kCanary; ++i)
+              if (base[smem + i] != 0xa5) {
+                fault(cudaErrorIllegalAddress, "write past the dynamic shared memory size");
+                break;
+              }
+          }
+        }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(nt);
+  for (unsigned t = 0; t < nt; ++t) threads.emplace_back(body, t);
+  for (auto& th : threads) th.join();
+  return static_cast<cudaError_t>(g_fault.load());
+}
+
+}  // namespace cnnkernels::cuda::emu
+
+#define threadIdx (::cnnkernels::cuda::emu::tl_thread)
+#define blockIdx (::cnnkernels::cuda::emu::tl_block)
+#define blockDim (::cnnkernels::cuda::emu::g_block)
+#define gridDim (::cnnkernels::cuda::emu::g_grid)
+
+inline void __syncthreads() { ::cnnkernels::cuda::emu::tl_barrier->arrive_and_wait(); }
+
+#define CNNK_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  (::cnnkernels::cuda::emu::g_last = ::cnnkernels::cuda::emu::launch(kernel, grid, block, smem, stream, __VA_ARGS__))
+
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulation has the 16x16x16 shape only");
+  T x[256];
+};
+
+template <typename T>
+inline void check_tile(const T* p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+    ::cnnkernels::cuda::emu::fault(cudaErrorMisalignedAddress, "wmma: pointer not 32-byte aligned");
+  if ((ldm * sizeof(T)) % 16 != 0)
+    ::cnnkernels::cuda::emu::fault(cudaErrorMisalignedAddress, "wmma: ldm not a multiple of 16 bytes");
+}
+
+template <typename Use, typename T, typename L>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const T* p, unsigned ldm) {
+  static_assert(std::is_same_v<L, row_major>, "the emulation has row-major operands only");
+  check_tile(p, ldm);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = p[r * ldm + c];
+}
+
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+
+template <typename T>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, row_major>& a,
+                     const fragment<matrix_b, 16, 16, 16, T, row_major>& b,
+                     const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[256];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float s = c.x[i * 16 + j];
+      for (int k = 0; k < 16; ++k) s += static_cast<float>(a.x[i * 16 + k]) * static_cast<float>(b.x[k * 16 + j]);
+      out[i * 16 + j] = s;
+    }
+  std::memcpy(d.x, out, sizeof(out));
+}
+
+// Every lane holds the whole tile; lane 0 writes it (the kernels synchronise before anyone reads it).
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  check_tile(p, ldm);
+  if (l != mem_row_major) ::cnnkernels::cuda::emu::fault(cudaErrorInvalidValue, "wmma: column-major store");
+  if (threadIdx.x % 32 != 0) return;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) p[r * ldm + c] = f.x[r * 16 + c];
+}
+
+}  // namespace nvcuda::wmma
+
+namespace cnnkernels::cuda {
+
+inline unsigned char* dyn_smem() { return emu::tl_smem; }
+
+namespace rt {
+
+struct DeviceInfo {
+  int sms;
+  int64_t smem_optin;
+};
+
+inline cudaError_t device_info(DeviceInfo& info) {
+  info = DeviceInfo{emu::g_config.sms, emu::g_config.smem_optin};
+  return cudaSuccess;
+}
+
+template <typename Kernel>
+cudaError_t allow_smem(Kernel*, int64_t bytes) {
+  return bytes <= emu::g_config.smem_optin ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+inline cudaError_t last_error() {
+  const cudaError_t e = emu::g_last;
+  emu::g_last = cudaSuccess;
+  return e;
+}
+
+}  // namespace rt
+}  // namespace cnnkernels::cuda

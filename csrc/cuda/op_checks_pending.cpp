@@ -1,0 +1,118 @@
+// Definitions of csrc/common/op_checks.h, temporarily here: they are the CPU wrappers' validation (csrc/cpu/*.cpp,
+// anonymous namespaces there), copied unchanged so that the CUDA kernels reject exactly what the CPU kernels reject.
+// To be moved to csrc/common/op_checks.cpp (CPU library sources) by the CPU owner, who then drops the copies in
+// csrc/cpu/*.cpp and this file together with its line in CMakeLists.txt.
+#include "common/op_checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace cnnkernels {
+
+Conv2dActGeom check_conv2d_act(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& residual, c10::IntArrayRef stride,
+                               c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                               c10::string_view activation) {
+  const char* op = "conv2d_act";
+  const ConvGeom g = check_conv(op, input, weight, "weight", stride, padding, dilation, groups);
+  check_bias(op, input, bias, g.Cout, "bias");
+  if (residual.has_value()) check_shape(op, input, *residual, "residual", {g.N, g.Cout, g.Ho, g.Wo});
+  return Conv2dActGeom{g, parse_activation(op, "activation", activation)};
+}
+
+DwsepGeom check_dwsep(const at::Tensor& input, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+                      const at::Tensor& pw_weight, const c10::optional<at::Tensor>& pw_bias, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, c10::string_view dw_activation,
+                      c10::string_view pw_activation) {
+  const char* op = "dwsep_conv2d";
+  check_input(op, input);
+  const int64_t C = input.size(1);
+  const ConvGeom g = check_conv(op, input, dw_weight, "dw_weight", stride, padding, dilation, C);
+  TORCH_CHECK_VALUE(dw_weight.size(0) == C, "cnnkernels.dwsep_conv2d: dw_weight must have shape [C, 1, kH, kW] with C = ",
+                    C, " (one filter per input channel), got shape ", dw_weight.sizes());
+  check_bias(op, input, dw_bias, C, "dw_bias");
+  const int64_t Cout = check_pointwise(op, input, pw_weight, "pw_weight", C);
+  check_bias(op, input, pw_bias, Cout, "pw_bias");
+  return DwsepGeom{g, Cout, parse_activation(op, "dw_activation", dw_activation),
+                   parse_activation(op, "pw_activation", pw_activation)};
+}
+
+IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                               const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                               const at::Tensor& dw_bias, const at::Tensor& project_weight,
+                               const at::Tensor& project_bias, int64_t stride, bool residual,
+                               c10::string_view activation) {
+  const char* op = "inverted_residual";
+  check_input(op, input);
+  IRGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inverted_residual: input spatial size must be non-zero, got ", g.H,
+                    "x", g.W);
+  g.expand = expand_weight.has_value();
+  if (g.expand) {
+    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
+    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
+  } else {
+    TORCH_CHECK_VALUE(!expand_bias.has_value(),
+                      "cnnkernels.inverted_residual: expand_bias must be None when expand_weight is None");
+    g.hidden = g.C;
+  }
+  TORCH_CHECK_VALUE(stride > 0, "cnnkernels.inverted_residual: stride must be positive, got ", stride);
+  check_like(op, input, dw_weight, "dw_weight");
+  TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
+                        dw_weight.size(2) % 2 == 1 && dw_weight.size(3) % 2 == 1,
+                    "cnnkernels.inverted_residual: dw_weight must have shape [", g.hidden,
+                    ", 1, kH, kW] with odd kH and kW, got shape ", dw_weight.sizes());
+  check_bias(op, input, dw_bias, g.hidden, "dw_bias");
+  g.Cout = check_pointwise(op, input, project_weight, "project_weight", g.hidden);
+  check_bias(op, input, project_bias, g.Cout, "project_bias");
+  TORCH_CHECK_VALUE(!residual || (stride == 1 && g.Cout == g.C),
+                    "cnnkernels.inverted_residual: residual=True needs stride 1 and as many output as input channels, "
+                    "got stride ", stride, ", ", g.C, " -> ", g.Cout, " channels");
+  g.act = parse_activation(op, "activation", activation);
+  g.residual = residual;
+  g.stride = stride;
+  g.kH = dw_weight.size(2); g.kW = dw_weight.size(3);
+  g.pH = g.kH / 2; g.pW = g.kW / 2;
+  g.Ho = (g.H - 1) / stride + 1;
+  g.Wo = (g.W - 1) / stride + 1;
+  return g;
+}
+
+namespace {
+
+int64_t check_branch_conv(const char* op, const at::Tensor& input, const at::Tensor& w, const char* arg, int64_t cin) {
+  check_like(op, input, w, arg);
+  TORCH_CHECK_VALUE(w.dim() == 4 && w.size(0) > 0 && w.size(1) == cin && w.size(2) % 2 == 1 && w.size(3) % 2 == 1,
+                    "cnnkernels.inception_block: ", arg, " must have shape [C_out, ", cin,
+                    ", kH, kW] with odd kH and kW, got shape ", w.sizes());
+  return w.size(0);
+}
+
+}  // namespace
+
+IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at::Tensor& b1,
+                        const at::Tensor& w2_reduce, const at::Tensor& b2_reduce, const at::Tensor& w2,
+                        const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
+                        const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4) {
+  const char* op = "inception_block";
+  check_input(op, input);
+  IncGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inception_block: input spatial size must be non-zero, got ", g.H,
+                    "x", g.W);
+  g.c1 = check_pointwise(op, input, w1, "w1", g.C);
+  check_bias(op, input, b1, g.c1, "b1");
+  g.c2r = check_pointwise(op, input, w2_reduce, "w2_reduce", g.C);
+  check_bias(op, input, b2_reduce, g.c2r, "b2_reduce");
+  g.c2 = check_branch_conv(op, input, w2, "w2", g.c2r);
+  check_bias(op, input, b2, g.c2, "b2");
+  g.c3r = check_pointwise(op, input, w3_reduce, "w3_reduce", g.C);
+  check_bias(op, input, b3_reduce, g.c3r, "b3_reduce");
+  g.c3 = check_branch_conv(op, input, w3, "w3", g.c3r);
+  check_bias(op, input, b3, g.c3, "b3");
+  g.c4 = check_pointwise(op, input, w4, "w4", g.C);
+  check_bias(op, input, b4, g.c4, "b4");
+  return g;
+}
+
+}  // namespace cnnkernels
