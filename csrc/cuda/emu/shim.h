@@ -123,10 +123,11 @@ struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
 
+// Operands are held converted to fp32 (what the tensor cores multiply exactly), so mma_sync is a plain fp32 loop.
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 struct fragment {
   static_assert(M == 16 && N == 16 && K == 16, "the emulation has the 16x16x16 shape only");
-  T x[256];
+  float x[256];
 };
 
 template <typename T>
@@ -142,7 +143,7 @@ inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const T* p, uns
   static_assert(std::is_same_v<L, row_major>, "the emulation has row-major operands only");
   check_tile(p, ldm);
   for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = p[r * ldm + c];
+    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = static_cast<float>(p[r * ldm + c]);
 }
 
 inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
@@ -154,11 +155,11 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment
                      const fragment<matrix_b, 16, 16, 16, T, row_major>& b,
                      const fragment<accumulator, 16, 16, 16, float>& c) {
   float out[256];
+  std::memcpy(out, c.x, sizeof(out));
   for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 16; ++j) {
-      float s = c.x[i * 16 + j];
-      for (int k = 0; k < 16; ++k) s += static_cast<float>(a.x[i * 16 + k]) * static_cast<float>(b.x[k * 16 + j]);
-      out[i * 16 + j] = s;
+    for (int k = 0; k < 16; ++k) {
+      const float a_ik = a.x[i * 16 + k];
+      for (int j = 0; j < 16; ++j) out[i * 16 + j] += a_ik * b.x[k * 16 + j];
     }
   std::memcpy(d.x, out, sizeof(out));
 }
