@@ -154,6 +154,7 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("k5_s2_linear", _ir(35, 1, 6, 9, 9, 36, 12, k=5, s=2, a="none", expand_bias=False)),
         ("single_pixel", _ir(36, 1, 3, 1, 1, 6, 3, residual=True)),
         ("wide_hidden", _ir(37, 1, 16, 7, 7, 96, 24, s=1)),
+        ("no_expand_2coltiles", _ir(38, 1, 40, 16, 16, 40, 80, expand=False, a="relu")),
     ],
     "inception_block": [
         ("odd_sizes", _inception(41, 2, 12, 9, 7, 5, 6, 7, 3, 4, 6)),
@@ -189,3 +190,12 @@ def assert_close_to_reference(op: str, y: torch.Tensor, args, dtype) -> None:
     assert y.dtype == dtype and tuple(y.shape) == tuple(want.shape)
     assert y.is_contiguous(memory_format=output_format(args[0]))
     torch.testing.assert_close(y.detach().cpu().double(), want, equal_nan=True, **TOLERANCES[dtype])
+
+
+# Small fp64 cases for gradcheck (every differentiable argument on).
+GRAD_CASES: Dict[str, tuple] = {
+    "conv2d_act": _conv(51, 1, 3, 5, 6, 4, 3, p=1, res=True, a="relu"),
+    "dwsep_conv2d": _dwsep(52, 1, 3, 5, 6, 4, 3, p=1, dw_act="relu6", pw_act="relu"),
+    "inverted_residual": _ir(53, 1, 4, 5, 6, 8, 4, residual=True, a="relu6"),
+    "inception_block": _inception(54, 1, 4, 5, 6, 2, 2, 3, 2, 2, 2),
+}

@@ -117,6 +117,7 @@ DEVICES = {"one_sm": (1, 227 * KIB), "many_sms": (512, 227 * KIB), "small_smem":
 MULTI_TILE = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "1x1_s2_nobias"),
               ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("dwsep_conv2d", "rect"),
               ("inverted_residual", "expand_s2_2coltiles"), ("inverted_residual", "k5_residual"),
+              ("inverted_residual", "no_expand_2coltiles"),
               ("inception_block", "wide")]
 
 
@@ -147,6 +148,15 @@ def test_empty_batch(emu, op):
     y = emu.op(op)(*args)
     assert y.shape == reference(op, args).shape and y.numel() == 0
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("op", list(CASES))
+def test_noncontiguous_input(emu, op):
+    args = list(cast(CASES[op][0][1], torch.float32))
+    wide = torch.zeros(*args[0].shape[:3], 2 * args[0].shape[3])
+    wide[..., ::2] = args[0]
+    args[0] = wide[..., ::2]
+    assert_close_to_reference(op, emu.op(op)(*args), args, torch.float32)
 
 
 def test_no_input_channels_is_bias_only(emu):

@@ -1,25 +1,28 @@
 #pragma once
 // Host emulation of the CUDA features the kernels use, so that the kernel sources (csrc/cuda/*_kernel.cu) compile with
 // a host C++ compiler (-DCNNK_EMULATE) and run on CPU tensors in tests, on machines without a GPU:
-//   - a block is 256 std::threads (threadIdx / blockIdx are thread-locals), __syncthreads is a std::barrier, blocks
-//     run one after the other; dynamic shared memory is a buffer filled with 0x7f bytes before every block (NaN for
-//     fp16, huge for the other types: a read of shared memory the kernel did not write shows in the output) and
-//     followed by a canary (a write past the planned size is reported);
+//   - every CUDA thread of a block is a fiber (ucontext) on the calling thread; __syncthreads switches to the next
+//     one, and a block advances barrier phase by barrier phase, its threads visited in ascending order in one phase and
+//     descending order in the next (so a missing barrier between a write and another thread's read shows up). A
+//     barrier that some threads of the block never reach (divergent __syncthreads) is reported as a fault;
+//   - dynamic shared memory is a buffer filled with 0x7f bytes before every block (NaN for fp16, huge for the other
+//     types: a read of shared memory the kernel did not write shows in the output), followed by a canary (a write
+//     past the planned size is reported);
 //   - nvcuda::wmma: fragments hold the whole 16x16 tile in every lane; load/mma/store follow the documented semantics
 //     and check its preconditions (32-byte aligned pointers, ldm a multiple of 16 bytes);
 //   - the runtime calls of compat.cuh (device attributes: configurable, see cnnk_emu_configure).
-// Not emulated: warp-level timing (lanes do not run in lockstep), memory-model effects, performance.
+// Not emulated: warps running in lockstep, memory-model effects, tensor-core rounding, performance.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
+#include <ucontext.h>
 
 #include <atomic>
-#include <barrier>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <mutex>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -32,12 +35,11 @@
 
 namespace cnnkernels::cuda::emu {
 
-inline thread_local uint3 tl_thread{};
-inline thread_local uint3 tl_block{};
-inline thread_local unsigned char* tl_smem = nullptr;
-inline thread_local std::barrier<>* tl_barrier = nullptr;
-inline dim3 g_grid, g_block;
-inline std::atomic<int> g_fault{0};
+inline uint3 g_thread{};  // threadIdx of the fiber running now
+inline uint3 g_block{};
+inline dim3 g_grid, g_block_dim;
+inline unsigned char* g_smem = nullptr;
+inline int g_fault = 0;
 inline cudaError_t g_last = cudaSuccess;
 
 struct Config {
@@ -53,8 +55,33 @@ struct LaunchRecord {
 inline LaunchRecord g_record{};
 
 inline void fault(cudaError_t e, const char* what) {
-  int expected = 0;
-  if (g_fault.compare_exchange_strong(expected, static_cast<int>(e))) std::fprintf(stderr, "cnnk emu fault: %s\n", what);
+  if (g_fault == 0) {
+    g_fault = static_cast<int>(e);
+    std::fprintf(stderr, "cnnk emu fault: %s\n", what);
+  }
+}
+
+enum class FiberState { Runnable, AtBarrier, Done };
+struct Fiber {
+  ucontext_t ctx;
+  FiberState state;
+};
+constexpr size_t kStack = 256 * 1024;
+inline ucontext_t g_main;
+inline std::vector<Fiber> g_fibers;
+inline std::vector<char> g_stacks;
+inline unsigned g_current = 0;
+inline const std::function<void()>* g_body = nullptr;
+
+inline void fiber_entry() {
+  (*g_body)();
+  g_fibers[g_current].state = FiberState::Done;  // returning resumes g_main (uc_link)
+}
+
+inline void barrier() {
+  Fiber& f = g_fibers[g_current];
+  f.state = FiberState::AtBarrier;
+  swapcontext(&f.ctx, &g_main);
 }
 
 template <typename... P, typename... A>
@@ -64,52 +91,70 @@ cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
   if (static_cast<int64_t>(smem) > g_config.smem_optin) return cudaErrorInvalidValue;
   const unsigned nt = block.x * block.y * block.z;
   g_grid = grid;
-  g_block = block;
+  g_block_dim = block;
   g_fault = 0;
   g_record = LaunchRecord{grid.x, grid.y, static_cast<int64_t>(smem), g_record.launches + 1};
   constexpr size_t kCanary = 256;
   std::vector<unsigned char> buf(smem + kCanary + 128);
-  unsigned char* base = buf.data() + (128 - reinterpret_cast<uintptr_t>(buf.data()) % 128) % 128;
-  std::barrier<> bar(static_cast<std::ptrdiff_t>(nt));
-  auto body = [&](unsigned t) {
-    tl_thread = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-    tl_smem = base;
-    tl_barrier = &bar;
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) {
-          if (t == 0) {
-            std::memset(base, 0x7f, smem);
-            std::memset(base + smem, 0xa5, kCanary);
+  g_smem = buf.data() + (128 - reinterpret_cast<uintptr_t>(buf.data()) % 128) % 128;
+  const std::function<void()> body = [&] { kernel(args...); };
+  g_body = &body;
+  g_fibers.resize(nt);
+  if (g_stacks.size() < nt * kStack) g_stacks.resize(nt * kStack);
+  for (unsigned z = 0; z < grid.z && !g_fault; ++z)
+    for (unsigned y = 0; y < grid.y && !g_fault; ++y)
+      for (unsigned x = 0; x < grid.x && !g_fault; ++x) {
+        std::memset(g_smem, 0x7f, smem);
+        std::memset(g_smem + smem, 0xa5, kCanary);
+        g_block = uint3{x, y, z};
+        for (unsigned t = 0; t < nt; ++t) {
+          Fiber& f = g_fibers[t];
+          getcontext(&f.ctx);
+          f.ctx.uc_stack.ss_sp = g_stacks.data() + t * kStack;
+          f.ctx.uc_stack.ss_size = kStack;
+          f.ctx.uc_link = &g_main;
+          makecontext(&f.ctx, fiber_entry, 0);
+          f.state = FiberState::Runnable;
+        }
+        for (bool descending = false;; descending = !descending) {  // one barrier phase per round
+          unsigned at_barrier = 0, done = 0;
+          for (unsigned i = 0; i < nt; ++i) {
+            const unsigned t = descending ? nt - 1 - i : i;
+            Fiber& f = g_fibers[t];
+            if (f.state == FiberState::Done) {
+              ++done;
+              continue;
+            }
+            f.state = FiberState::Runnable;
+            g_current = t;
+            g_thread = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            swapcontext(&g_main, &f.ctx);
+            (f.state == FiberState::AtBarrier ? at_barrier : done) += 1;
           }
-          bar.arrive_and_wait();
-          tl_block = uint3{x, y, z};
-          kernel(args...);
-          bar.arrive_and_wait();
-          if (t == 0) {
-            for (size_t i = 0; i < kCanary; ++i)
-              if (base[smem + i] != 0xa5) {
-                fault(cudaErrorIllegalAddress, "write past the dynamic shared memory size");
-                break;
-              }
+          if (at_barrier == 0) break;
+          if (done != 0) {
+            fault(cudaErrorLaunchFailure, "__syncthreads not reached by every thread of the block");
+            break;
           }
         }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(nt);
-  for (unsigned t = 0; t < nt; ++t) threads.emplace_back(body, t);
-  for (auto& th : threads) th.join();
-  return static_cast<cudaError_t>(g_fault.load());
+        for (size_t i = 0; i < kCanary; ++i)
+          if (g_smem[smem + i] != 0xa5) {
+            fault(cudaErrorIllegalAddress, "write past the dynamic shared memory size");
+            break;
+          }
+      }
+  g_body = nullptr;
+  return static_cast<cudaError_t>(g_fault);
 }
 
 }  // namespace cnnkernels::cuda::emu
 
-#define threadIdx (::cnnkernels::cuda::emu::tl_thread)
-#define blockIdx (::cnnkernels::cuda::emu::tl_block)
-#define blockDim (::cnnkernels::cuda::emu::g_block)
+#define threadIdx (::cnnkernels::cuda::emu::g_thread)
+#define blockIdx (::cnnkernels::cuda::emu::g_block)
+#define blockDim (::cnnkernels::cuda::emu::g_block_dim)
 #define gridDim (::cnnkernels::cuda::emu::g_grid)
 
-inline void __syncthreads() { ::cnnkernels::cuda::emu::tl_barrier->arrive_and_wait(); }
+inline void __syncthreads() { ::cnnkernels::cuda::emu::barrier(); }
 
 #define CNNK_LAUNCH(kernel, grid, block, smem, stream, ...) \
   (::cnnkernels::cuda::emu::g_last = ::cnnkernels::cuda::emu::launch(kernel, grid, block, smem, stream, __VA_ARGS__))
@@ -177,7 +222,7 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, 
 
 namespace cnnkernels::cuda {
 
-inline unsigned char* dyn_smem() { return emu::tl_smem; }
+inline unsigned char* dyn_smem() { return emu::g_smem; }
 
 namespace rt {
 
