@@ -70,7 +70,12 @@ def ref_inception_block(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4):
                       cr(F.max_pool2d(x, 3, 1, 1), w4, b4)], 1)
 
 
+def ref_add_relu(x, r):
+    return torch.relu(x + r)
+
+
 REFERENCES: Dict[str, Callable] = {
+    "add_relu": ref_add_relu,
     "conv2d_act": ref_conv2d_act,
     "dwsep_conv2d": ref_dwsep_conv2d,
     "inverted_residual": ref_inverted_residual,
@@ -125,7 +130,17 @@ def _inception(seed, N, C, H, W, c1, c2r, c2, c3r, c3, c4, k2=3, k3=5):
     return tuple(out)
 
 
+def _pair(seed, *shape):
+    g = _g(seed)
+    return (_randn(g, *shape), _randn(g, *shape))
+
+
 CASES: Dict[str, List[Tuple[str, tuple]]] = {
+    "add_relu": [
+        ("4d", _pair(61, 2, 5, 7, 3)),
+        ("1d_odd", _pair(62, 1001)),
+        ("3d", _pair(63, 3, 70, 9)),
+    ],
     "conv2d_act": [
         ("3x3_relu", _conv(1, 2, 8, 9, 7, 12, 3, p=1, a="relu")),
         ("3x3_res_relu6_2coltiles", _conv(2, 1, 40, 10, 13, 80, 3, p=1, res=True, a="relu6")),
@@ -185,6 +200,15 @@ def output_format(x: torch.Tensor):
     return suggest_memory_format(x)
 
 
+def empty_batch(op: str, args) -> list:
+    """`args` with the batch dimension of the input (and of add_relu's residual) emptied."""
+    args = list(args)
+    args[0] = args[0][:0]
+    if op == "add_relu":
+        args[1] = args[1][:0]
+    return args
+
+
 def assert_close_to_reference(op: str, y: torch.Tensor, args, dtype) -> None:
     want = reference(op, args)
     assert y.dtype == dtype and tuple(y.shape) == tuple(want.shape)
@@ -194,6 +218,7 @@ def assert_close_to_reference(op: str, y: torch.Tensor, args, dtype) -> None:
 
 # Small fp64 cases for gradcheck (every differentiable argument on).
 GRAD_CASES: Dict[str, tuple] = {
+    "add_relu": _pair(50, 2, 3, 4, 5),
     "conv2d_act": _conv(51, 1, 3, 5, 6, 4, 3, p=1, res=True, a="relu"),
     "dwsep_conv2d": _dwsep(52, 1, 3, 5, 6, 4, 3, p=1, dw_act="relu6", pw_act="relu"),
     "inverted_residual": _ir(53, 1, 4, 5, 6, 8, 4, residual=True, a="relu6"),

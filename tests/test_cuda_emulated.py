@@ -22,7 +22,8 @@ import torch
 
 import cnnkernels
 from cnnkernels import _library
-from test_cuda_cases import CASES, DTYPE_IDS, DTYPES, FORMATS, assert_close_to_reference, cast, reference
+from test_cuda_cases import (CASES, DTYPE_IDS, DTYPES, FORMATS, assert_close_to_reference, cast, empty_batch,
+                             output_format, reference)
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU_SRC = ROOT / "csrc" / "cuda" / "emu"
@@ -143,11 +144,10 @@ def test_launch_variants(emu, op, case, dtype, device):
 
 @pytest.mark.parametrize("op", list(CASES))
 def test_empty_batch(emu, op):
-    args = list(cast(CASES[op][0][1], torch.float32, fmt=torch.channels_last))
-    args[0] = args[0][:0]
+    args = empty_batch(op, cast(CASES[op][0][1], torch.float32, fmt=torch.channels_last))
     y = emu.op(op)(*args)
     assert y.shape == reference(op, args).shape and y.numel() == 0
-    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=output_format(args[0]))
 
 
 @pytest.mark.parametrize("op", list(CASES))
@@ -185,6 +185,9 @@ def _bad_inputs():
     dws = list(CASES["dwsep_conv2d"][0][1])
     ir = list(CASES["inverted_residual"][0][1])
     inc = list(CASES["inception_block"][0][1])
+    pair = list(CASES["add_relu"][0][1])
+    yield "add_relu", "shape", [pair[0], pair[1][:, :2]]
+    yield "add_relu", "dtype", [pair[0], pair[1].float()]
     yield "conv2d_act", "weight_cin", conv[:1] + [conv[1][:, :3]] + conv[2:]
     yield "conv2d_act", "activation", conv[:8] + ["gelu"]
     yield "conv2d_act", "residual_shape", conv[:3] + [torch.zeros(2, 12, 3, 3, dtype=torch.float64)] + conv[4:]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import cnnkernels  # noqa: F401  (loads the libraries)
 from cnnkernels import _library
 from test_cuda_cases import (CASES, DTYPE_IDS, DTYPES, FORMATS, GRAD_CASES, TOLERANCES, assert_close_to_reference, cast,
-                             reference)
+                             empty_batch, reference)
 
 pytestmark = [
     pytest.mark.cuda,
@@ -55,8 +55,7 @@ def test_matches_reference(name, case, dtype, fmt):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_empty_batch(name):
-    args = list(_cuda(CASES[name][0][1]))
-    args[0] = args[0][:0]
+    args = empty_batch(name, _cuda(CASES[name][0][1]))
     y = op(name)(*args)
     assert y.shape == reference(name, args).shape and y.numel() == 0
 

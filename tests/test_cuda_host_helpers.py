@@ -64,7 +64,6 @@ def lib(tmp_path_factory):
         "cnnk_clamp_range": (None, [I64, I64, I64, P64]),
         "cnnk_act_f32": (F32, [I32, F32]),
         "cnnk_act_f64": (F64, [I32, F64]),
-        "cnnk_relu_nan": (F32, [F32]),
         "cnnk_max_nan_f32": (F32, [F32, F32]),
         "cnnk_chunk_k": (I32, [I32]),
         "cnnk_constants": (None, [P64]),
@@ -183,9 +182,6 @@ def test_activation_matches_torch_incl_nan(lib, act, dtype):
     f = lib.cnnk_act_f32 if dtype == torch.float32 else lib.cnnk_act_f64
     got = torch.tensor([f(ACT[act], v) for v in VALUES], dtype=dtype)
     torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
-    if act == "relu" and dtype == torch.float32:
-        got = torch.tensor([lib.cnnk_relu_nan(v) for v in VALUES])
-        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
 
 
 def test_max_nan_propagates_like_max_pool2d(lib):

@@ -8,51 +8,9 @@
 #include "cuda/device_math.h"
 #include "cuda/kernels.h"
 #include "cuda/tiling.h"
+#include "cuda/types.cuh"
 
 namespace cnnkernels::cuda {
-
-// ---- types --------------------------------------------------------------------------------------------------------
-template <typename T>
-struct Traits;
-template <>
-struct Traits<float> {
-  using Acc = float;
-  static constexpr bool tc = false;
-};
-template <>
-struct Traits<double> {
-  using Acc = double;
-  static constexpr bool tc = false;
-};
-template <>
-struct Traits<__half> {
-  using Acc = float;
-  static constexpr bool tc = true;
-};
-template <>
-struct Traits<__nv_bfloat16> {
-  using Acc = float;
-  static constexpr bool tc = CNNK_BF16_TC;
-};
-template <typename T>
-using acc_t = typename Traits<T>::Acc;
-
-template <typename T>
-__device__ __forceinline__ acc_t<T> to_acc(T v) { return v; }
-template <>
-__device__ __forceinline__ float to_acc<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_acc<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_acc(acc_t<T> v) { return v; }
-template <>
-__device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-template <typename T>
-__device__ __forceinline__ T zero_of() { return from_acc<T>(acc_t<T>(0)); }
 
 // ---- the accumulator tile -----------------------------------------------------------------------------------------
 // C[64][BN] += A[64][kc] * B[kc][BN], A and B in shared memory (row-major, leading dimensions lda / ldb). All 256
@@ -210,6 +168,27 @@ __device__ __forceinline__ void gemm_tiles(Producer& prod, const T* __restrict__
   }
 }
 
+// dw_b[c] + sum over the window of x[n, h*s - p + kh*d, w*s - p + kw*d, c] * dw_w[kh*kW + kw][c]: the depthwise conv
+// (geometry and weights of `a`, zero padding) at output pixel (n, h, w), channel c.
+template <typename T>
+__device__ __forceinline__ acc_t<T> depthwise_at(const ConvGemmArgs& a, int64_t n, int h, int w, int64_t c) {
+  using Acc = acc_t<T>;
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const Acc* __restrict__ wt = static_cast<const Acc*>(a.dw_w);
+  Acc s = a.dw_b ? static_cast<const Acc*>(a.dw_b)[c] : Acc(0);
+  const int64_t ih0 = halo_origin(h, a.sH, a.pH), iw0 = halo_origin(w, a.sW, a.pW);
+  for (int kh = 0; kh < a.kH; ++kh) {
+    const int64_t ih = ih0 + static_cast<int64_t>(kh) * a.dH;
+    if (ih < 0 || ih >= a.H) continue;
+    for (int kw = 0; kw < a.kW; ++kw) {
+      const int64_t iw = iw0 + static_cast<int64_t>(kw) * a.dW;
+      if (iw < 0 || iw >= a.W) continue;
+      s += to_acc(x[nhwc_offset(n, ih, iw, c, a.H, a.W, a.ldx)]) * wt[(kh * a.kW + kw) * a.Cg + c];
+    }
+  }
+  return s;
+}
+
 // The conv epilogue: + bias, + residual, activation, routed to the output slice that holds the channel.
 template <typename T>
 struct ConvEpilogue {
@@ -271,13 +250,10 @@ cudaError_t launch_conv_gemm_t(const ConvGemmArgs& a, cudaStream_t stream) {
 // One launcher per producer, dispatched on the dtype: `launch_for<GatherProducer>(t, args, stream)`.
 template <template <typename> class Producer>
 cudaError_t launch_for(DType t, const ConvGemmArgs& a, cudaStream_t stream) {
-  switch (t) {
-    case DType::F32: return launch_conv_gemm_t<float, Producer<float>>(a, stream);
-    case DType::F16: return launch_conv_gemm_t<__half, Producer<__half>>(a, stream);
-    case DType::BF16: return launch_conv_gemm_t<__nv_bfloat16, Producer<__nv_bfloat16>>(a, stream);
-    case DType::F64: return launch_conv_gemm_t<double, Producer<double>>(a, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch_conv_gemm_t<T, Producer<T>>(a, stream);
+  });
 }
 
 }  // namespace cnnkernels::cuda

@@ -41,6 +41,7 @@ at::Tensor conv2d_act_cuda(const at::Tensor& input, const at::Tensor& weight, co
   if (g.groups > 1 && g.groups == g.C && g.Cout == g.C) {  // depthwise: a direct kernel
     wp = pack_depthwise_weight(weight);
     a.dw_w = wp.const_data_ptr();
+    a.dw_b = a.bias;
     a.Cg = a.Cog = g.C;
     err = launch_depthwise(cuda_dtype(x), a, current_stream());
   } else {

@@ -44,9 +44,6 @@ struct GatherProducer {
 template <typename T>
 __global__ void __launch_bounds__(kThreads) depthwise_kernel(ConvGemmArgs a) {
   using Acc = acc_t<T>;
-  const T* __restrict__ x = static_cast<const T*>(a.x);
-  const Acc* __restrict__ wt = static_cast<const Acc*>(a.dw_w);
-  const Acc* __restrict__ bias = static_cast<const Acc*>(a.bias);
   const T* __restrict__ res = static_cast<const T*>(a.res);
   T* __restrict__ y = static_cast<T*>(a.out[0].data);
   const int64_t C = a.Cg, total = a.N * a.Ho * a.Wo * C;
@@ -54,17 +51,7 @@ __global__ void __launch_bounds__(kThreads) depthwise_kernel(ConvGemmArgs a) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const int64_t m = i / C, c = i - m * C;
     const PixelPos p = split_pixel(m, a.Ho, a.Wo);
-    Acc s = bias ? bias[c] : Acc(0);
-    const int64_t ih0 = halo_origin(p.h, a.sH, a.pH), iw0 = halo_origin(p.w, a.sW, a.pW);
-    for (int kh = 0; kh < a.kH; ++kh) {
-      const int64_t ih = ih0 + static_cast<int64_t>(kh) * a.dH;
-      if (ih < 0 || ih >= a.H) continue;
-      for (int kw = 0; kw < a.kW; ++kw) {
-        const int64_t iw = iw0 + static_cast<int64_t>(kw) * a.dW;
-        if (iw < 0 || iw >= a.W) continue;
-        s += to_acc(x[nhwc_offset(p.n, ih, iw, c, a.H, a.W, a.ldx)]) * wt[(kh * a.kW + kw) * C + c];
-      }
-    }
+    Acc s = depthwise_at<T>(a, p.n, p.h, p.w, c);
     if (res) s += to_acc(res[m * a.ldr + c]);
     y[m * a.out[0].ld + c] = from_acc<T>(act_apply(a.act, s));
   }
@@ -90,13 +77,7 @@ cudaError_t launch_conv_gemm(DType t, const ConvGemmArgs& a, cudaStream_t stream
 }
 
 cudaError_t launch_depthwise(DType t, const ConvGemmArgs& a, cudaStream_t stream) {
-  switch (t) {
-    case DType::F32: return launch_depthwise_t<float>(a, stream);
-    case DType::F16: return launch_depthwise_t<__half>(a, stream);
-    case DType::BF16: return launch_depthwise_t<__nv_bfloat16>(a, stream);
-    case DType::F64: return launch_depthwise_t<double>(a, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(t, [&](auto tag) { return launch_depthwise_t<decltype(tag)>(a, stream); });
 }
 
 }  // namespace cnnkernels::cuda

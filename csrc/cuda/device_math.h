@@ -15,9 +15,6 @@ namespace cnnkernels::cuda {
 // Same values as cnnkernels::Activation (csrc/common/checks.h); the wrappers static_assert it.
 enum class Act : int { None = 0, ReLU = 1, ReLU6 = 2 };
 
-// relu that propagates NaN like torch.relu (a NaN compares false with 0 and is returned as is).
-CNNK_HD float relu_nan(float v) { return v < 0.f ? 0.f : v; }
-
 // The op activations, NaN-propagating like torch.relu / F.relu6 (hardtanh keeps NaN).
 template <typename A>
 CNNK_HD A act_apply(Act a, A v) {

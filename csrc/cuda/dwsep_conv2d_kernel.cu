@@ -20,29 +20,11 @@ struct DepthwiseProducer {
 
   __device__ __forceinline__ void produce(int /*group*/, int64_t k0, T* dst, int ldd) const {
     using Acc = acc_t<T>;
-    const T* __restrict__ x = static_cast<const T*>(a.x);
-    const Acc* __restrict__ wt = static_cast<const Acc*>(a.dw_w);
-    const Acc* __restrict__ bias = static_cast<const Acc*>(a.dw_b);
-    const int64_t C = a.Cg;
     for (int e = threadIdx.x; e < kBM * bk; e += kThreads) {
       const int r = e / bk, kk = e % bk;
       const int64_t c = k0 + kk;
-      Acc v = Acc(0);
       const RowInfo ri = rows[r];
-      if (ri.m >= 0 && c < C) {
-        Acc s = bias ? bias[c] : Acc(0);
-        const int64_t ih0 = halo_origin(ri.h, a.sH, a.pH), iw0 = halo_origin(ri.w, a.sW, a.pW);
-        for (int kh = 0; kh < a.kH; ++kh) {
-          const int64_t ih = ih0 + static_cast<int64_t>(kh) * a.dH;
-          if (ih < 0 || ih >= a.H) continue;
-          for (int kw = 0; kw < a.kW; ++kw) {
-            const int64_t iw = iw0 + static_cast<int64_t>(kw) * a.dW;
-            if (iw < 0 || iw >= a.W) continue;
-            s += to_acc(x[nhwc_offset(ri.n, ih, iw, c, a.H, a.W, a.ldx)]) * wt[(kh * a.kW + kw) * C + c];
-          }
-        }
-        v = act_apply(a.dw_act, s);
-      }
+      const Acc v = (ri.m >= 0 && c < a.Cg) ? act_apply(a.dw_act, depthwise_at<T>(a, ri.n, ri.h, ri.w, c)) : Acc(0);
       dst[r * ldd + kk] = from_acc<T>(v);
     }
   }

@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-cudaError_t launch_t(const InvResArgs& a, cudaStream_t stream) {
+cudaError_t launch_inverted_residual_t(const InvResArgs& a, cudaStream_t stream) {
   if (a.N * a.Ho * a.Wo == 0 || a.Cout == 0) return cudaSuccess;
   rt::DeviceInfo dev{};
   cudaError_t err = rt::device_info(dev);
@@ -160,13 +160,7 @@ cudaError_t launch_t(const InvResArgs& a, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_inverted_residual(DType t, const InvResArgs& a, cudaStream_t stream) {
-  switch (t) {
-    case DType::F32: return launch_t<float>(a, stream);
-    case DType::F16: return launch_t<__half>(a, stream);
-    case DType::BF16: return launch_t<__nv_bfloat16>(a, stream);
-    case DType::F64: return launch_t<double>(a, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(t, [&](auto tag) { return launch_inverted_residual_t<decltype(tag)>(a, stream); });
 }
 
 }  // namespace cnnkernels::cuda

@@ -52,7 +52,7 @@ struct ConvGemmArgs {
 
 // conv2d_act and the inception KxK / 1x1 convs: A = im2col(x), any groups, stride, padding, dilation.
 cudaError_t launch_conv_gemm(DType t, const ConvGemmArgs& a, cudaStream_t stream);
-// conv2d_act with groups == C == C_out: a direct depthwise kernel (dw_w, bias, res, act, out[0]; w unused).
+// conv2d_act with groups == C == C_out: a direct depthwise kernel over Cg channels (dw_w, dw_b, res, act, out[0]).
 cudaError_t launch_depthwise(DType t, const ConvGemmArgs& a, cudaStream_t stream);
 // dwsep_conv2d: A = dw_act(depthwise(x) + dw_b), computed per tile into shared memory, then the pointwise GEMM.
 cudaError_t launch_dwsep(DType t, const ConvGemmArgs& a, cudaStream_t stream);

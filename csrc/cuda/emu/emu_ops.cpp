@@ -6,6 +6,7 @@
 #include "common/checks.cpp"
 #include "cuda/op_checks_pending.cpp"
 
+#include "cuda/add_relu.cpp"
 #include "cuda/conv2d_act.cpp"
 #include "cuda/dwsep_conv2d.cpp"
 #include "cuda/inception_block.cpp"
