@@ -1,5 +1,4 @@
 // CUDA registration of add_relu: validation, allocation, device guard and stream; the kernel is in add_relu_kernel.cu.
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "common/checks.h"

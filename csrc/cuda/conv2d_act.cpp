@@ -1,6 +1,5 @@
 // CUDA registration of conv2d_act: validation, weight packing, allocation, device guard and stream; the kernels are in
 // conv2d_act_kernel.cu.
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "common/op_checks.h"

@@ -1,6 +1,5 @@
 // CUDA registration of dwsep_conv2d: validation, weight packing, allocation, device guard and stream; the fused kernel
 // is in dwsep_conv2d_kernel.cu.
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "common/op_checks.h"

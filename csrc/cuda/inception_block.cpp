@@ -5,7 +5,7 @@
 //   3. KxK conv of the branch-2 reduction -> output[:, c1:c1+c2]
 //   4. KxK conv of the branch-3 reduction -> output[:, c1+c2:c1+c2+c3]
 // The reductions go through global scratch in the input dtype (what an unfused fp16 network stores as well).
-#include <ATen/ATen.h>
+#include <ATen/ops/cat.h>
 #include <torch/library.h>
 
 #include "common/op_checks.h"

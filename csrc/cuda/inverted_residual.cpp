@@ -1,6 +1,5 @@
 // CUDA registration of inverted_residual: validation, weight packing, allocation, device guard and stream; the fused
 // kernel is in inverted_residual_kernel.cu.
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "common/op_checks.h"
