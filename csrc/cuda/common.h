@@ -75,6 +75,19 @@ inline at::Tensor pack_depthwise_weight(const at::Tensor& w) {
   return w.reshape({w.size(0), w.size(2) * w.size(3)}).t().to(acc_type(w)).contiguous();
 }
 
+// ConvGemmArgs for an NHWC input (pixels g.C elements apart) and the window of `g`; the GEMM operands, epilogue and
+// outputs are the caller's.
+inline ConvGemmArgs conv_args(const at::Tensor& nhwc, const ConvGeom& g) {
+  ConvGemmArgs a;
+  a.x = nhwc.const_data_ptr();
+  a.N = g.N; a.H = g.H; a.W = g.W; a.ldx = g.C; a.Ho = g.Ho; a.Wo = g.Wo;
+  a.kH = static_cast<int>(g.kH); a.kW = static_cast<int>(g.kW);
+  a.sH = static_cast<int>(g.sH); a.sW = static_cast<int>(g.sW);
+  a.pH = static_cast<int>(g.pH); a.pW = static_cast<int>(g.pW);
+  a.dH = static_cast<int>(g.dH); a.dW = static_cast<int>(g.dW);
+  return a;
+}
+
 // The kernels write NHWC: a channels_last tensor (pixel stride = channels).
 inline at::Tensor empty_nhwc(c10::IntArrayRef nchw, const at::TensorOptions& opts) {
   return at::empty(nchw, opts.memory_format(at::MemoryFormat::ChannelsLast));

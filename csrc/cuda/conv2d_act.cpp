@@ -22,13 +22,7 @@ at::Tensor conv2d_act_cuda(const at::Tensor& input, const at::Tensor& weight, co
   const at::Tensor res = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
   const at::Tensor b = acc_vector(bias);
 
-  ConvGemmArgs a;
-  a.x = x.const_data_ptr();
-  a.N = g.N; a.H = g.H; a.W = g.W; a.ldx = g.C; a.Ho = g.Ho; a.Wo = g.Wo;
-  a.kH = static_cast<int>(g.kH); a.kW = static_cast<int>(g.kW);
-  a.sH = static_cast<int>(g.sH); a.sW = static_cast<int>(g.sW);
-  a.pH = static_cast<int>(g.pH); a.pW = static_cast<int>(g.pW);
-  a.dH = static_cast<int>(g.dH); a.dW = static_cast<int>(g.dW);
+  ConvGemmArgs a = conv_args(x, g);
   a.bias = ptr_or_null(b);
   a.res = ptr_or_null(res);
   a.ldr = g.Cout;

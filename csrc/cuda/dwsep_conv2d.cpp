@@ -25,13 +25,7 @@ at::Tensor dwsep_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weigh
   const at::Tensor dw = pack_depthwise_weight(dw_weight), dwb = acc_vector(dw_bias);
   const at::Tensor pw = pack_gemm_weight(pw_weight, 1), pwb = acc_vector(pw_bias);
 
-  ConvGemmArgs a;
-  a.x = x.const_data_ptr();
-  a.N = g.N; a.H = g.H; a.W = g.W; a.ldx = g.C; a.Ho = g.Ho; a.Wo = g.Wo;
-  a.kH = static_cast<int>(g.kH); a.kW = static_cast<int>(g.kW);
-  a.sH = static_cast<int>(g.sH); a.sW = static_cast<int>(g.sW);
-  a.pH = static_cast<int>(g.pH); a.pW = static_cast<int>(g.pW);
-  a.dH = static_cast<int>(g.dH); a.dW = static_cast<int>(g.dW);
+  ConvGemmArgs a = conv_args(x, g);
   a.Cg = g.C;
   a.Cog = d.Cout;
   a.w = pw.const_data_ptr();
