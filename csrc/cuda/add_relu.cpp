@@ -1,12 +1,8 @@
 // CUDA registration of add_relu: validation, allocation, device guard and stream; the kernel is in add_relu_kernel.cu.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
 #include "cuda/common.h"
-#include "cuda/kernels.h"
 
 namespace cnnkernels::cuda {
 
@@ -14,20 +10,20 @@ namespace {
 
 at::Tensor add_relu_cuda(const at::Tensor& input, const at::Tensor& residual) {
   check_add_relu(input, residual);
-  const c10::cuda::CUDAGuard guard(input.device());
+  const DeviceGuard guard(input.device());
   const auto fmt = output_memory_format(input);
   at::Tensor out = at::empty(input.sizes(), input.options().memory_format(fmt));
   if (input.numel() == 0) return out;
   const at::Tensor x = input.contiguous(fmt), r = residual.contiguous(fmt);
   check_launch(launch_add_relu(cuda_dtype(x), x.const_data_ptr(), r.const_data_ptr(), out.data_ptr(), x.numel(),
-                               c10::cuda::getCurrentCUDAStream()),
+                               current_stream()),
                "add_relu");
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cnnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
   m.impl("add_relu", &add_relu_cuda);
 }
 

@@ -1,11 +1,42 @@
 #pragma once
-// Helpers shared by the CUDA op wrappers (torch side).
-#include <ATen/core/Tensor.h>
+// Helpers shared by the CUDA op wrappers (torch side). With CNNK_EMULATE (csrc/cuda/emu/) the same wrappers are built
+// for the host: the kernels run emulated on CPU threads and the ops register as cnnkernels_emu::<op> for CPU tensors.
+#include <ATen/core/Tensor.h>  // not ATen/ATen.h: the wrappers need Tensor methods and at::empty only (2.5x faster)
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include "common/checks.h"
 #include "cuda/kernels.h"
 
+#if defined(CNNK_EMULATE)
+#define CNNK_IMPL_NS cnnkernels_emu
+#define CNNK_IMPL_KEY CPU
+#else
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define CNNK_IMPL_NS cnnkernels
+#define CNNK_IMPL_KEY CUDA
+#endif
+
 namespace cnnkernels::cuda {
+
+static_assert(static_cast<int>(Act::None) == static_cast<int>(Activation::None) &&
+                  static_cast<int>(Act::ReLU) == static_cast<int>(Activation::ReLU) &&
+                  static_cast<int>(Act::ReLU6) == static_cast<int>(Activation::ReLU6),
+              "cuda::Act must mirror cnnkernels::Activation");
+inline Act to_act(Activation a) { return static_cast<Act>(static_cast<int>(a)); }
+
+#if defined(CNNK_EMULATE)
+struct DeviceGuard {
+  explicit DeviceGuard(c10::Device) {}
+};
+inline cudaStream_t current_stream() { return nullptr; }
+inline const char* error_string(cudaError_t) { return "emulated kernel fault (see stderr)"; }
+#else
+using DeviceGuard = c10::cuda::CUDAGuard;
+inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+inline const char* error_string(cudaError_t e) { return cudaGetErrorString(e); }
+#endif
 
 inline DType cuda_dtype(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -18,7 +49,53 @@ inline DType cuda_dtype(const at::Tensor& t) {
 }
 
 inline void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "cnnkernels.", op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, "cnnkernels.", op, ": CUDA kernel launch failed: ", error_string(err));
+}
+
+// The kernels accumulate in fp32 (fp64 for fp64 tensors); biases and depthwise weights are passed in that type.
+inline at::ScalarType acc_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline at::Tensor acc_vector(const c10::optional<at::Tensor>& v) {
+  return v.has_value() ? v->to(acc_type(*v)).contiguous() : at::Tensor();
+}
+
+inline const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+
+// Weight re-layout for the GEMM kernels, done per call (no cache on CUDA yet): [C_out, Cg, kH, kW] ->
+// [groups][kH][kW][Cg][C_out / groups], the K-major layout whose rows the kernels stream into shared memory.
+inline at::Tensor pack_gemm_weight(const at::Tensor& w, int64_t groups) {
+  const int64_t Cout = w.size(0), Cg = w.size(1), kH = w.size(2), kW = w.size(3);
+  return w.reshape({groups, Cout / groups, Cg, kH, kW}).permute({0, 3, 4, 2, 1}).contiguous();
+}
+
+// Depthwise weight [C, 1, kH, kW] -> [kH * kW][C] in the accumulation type (a warp reads consecutive channels).
+inline at::Tensor pack_depthwise_weight(const at::Tensor& w) {
+  return w.reshape({w.size(0), w.size(2) * w.size(3)}).t().to(acc_type(w)).contiguous();
+}
+
+// ConvGemmArgs for an NHWC input (pixels g.C elements apart) and the window of `g`; the GEMM operands, epilogue and
+// outputs are the caller's.
+inline ConvGemmArgs conv_args(const at::Tensor& nhwc, const ConvGeom& g) {
+  ConvGemmArgs a;
+  a.x = nhwc.const_data_ptr();
+  a.N = g.N; a.H = g.H; a.W = g.W; a.ldx = g.C; a.Ho = g.Ho; a.Wo = g.Wo;
+  a.kH = static_cast<int>(g.kH); a.kW = static_cast<int>(g.kW);
+  a.sH = static_cast<int>(g.sH); a.sW = static_cast<int>(g.sW);
+  a.pH = static_cast<int>(g.pH); a.pW = static_cast<int>(g.pW);
+  a.dH = static_cast<int>(g.dH); a.dW = static_cast<int>(g.dW);
+  return a;
+}
+
+// The kernels write NHWC: a channels_last tensor (pixel stride = channels).
+inline at::Tensor empty_nhwc(c10::IntArrayRef nchw, const at::TensorOptions& opts) {
+  return at::empty(nchw, opts.memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+// The caller's layout for the result (the CPU kernels' rule): channels_last stays, anything else gets a copy.
+inline at::Tensor in_format(const at::Tensor& nhwc, at::MemoryFormat fmt) {
+  return fmt == at::MemoryFormat::ChannelsLast ? nhwc : nhwc.contiguous(fmt);
 }
 
 }  // namespace cnnkernels::cuda

@@ -1,0 +1,83 @@
+// conv2d_act on CUDA: an implicit GEMM (rows = output pixels, columns = output channels of a group, K = kH*kW*Cg) whose
+// A tile is gathered from the NHWC input per K chunk (im2col never exists in memory) and whose epilogue adds the bias
+// and the residual and applies the activation while the tile is still on chip. Depthwise convolutions (groups == C ==
+// C_out) have a direct kernel instead: as a GEMM they would have one useful column in 64.
+// The gather launcher also serves inception_block's 1x1 and KxK convs (through OutSlice).
+#include "cuda/block_gemm.cuh"
+
+namespace cnnkernels::cuda {
+
+namespace {
+
+// A[r][k] = x[n, oh*s - p + kh*d, ow*s - p + kw*d, g*Cg + c] with (kh, kw, c) = split_k(k), zero in the padding.
+template <typename T>
+struct GatherProducer {
+  static constexpr int bk = chunk_k(sizeof(T));
+  const ConvGemmArgs& a;
+  const RowInfo* rows;
+
+  static CNNK_HD int64_t gemm_k(const ConvGemmArgs& a) { return static_cast<int64_t>(a.kH) * a.kW * a.Cg; }
+
+  __device__ __forceinline__ void produce(int g, int64_t k0, T* dst, int ldd) const {
+    const T* __restrict__ x = static_cast<const T*>(a.x);
+    const int64_t K = gemm_k(a);
+    const int Cg = static_cast<int>(a.Cg);
+    const T zero = zero_of<T>();
+    for (int e = threadIdx.x; e < kBM * bk; e += kThreads) {
+      const int r = e / bk, kk = e % bk;
+      const int64_t k = k0 + kk;
+      T v = zero;
+      const RowInfo ri = rows[r];
+      if (ri.m >= 0 && k < K) {
+        const KPos kp = split_k(static_cast<int>(k), Cg, a.kW);
+        const int64_t ih = halo_origin(ri.h, a.sH, a.pH) + static_cast<int64_t>(kp.kh) * a.dH;
+        const int64_t iw = halo_origin(ri.w, a.sW, a.pW) + static_cast<int64_t>(kp.kw) * a.dW;
+        if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W)
+          v = x[nhwc_offset(ri.n, ih, iw, static_cast<int64_t>(g) * Cg + kp.c, a.H, a.W, a.ldx)];
+      }
+      dst[r * ldd + kk] = v;
+    }
+  }
+};
+
+// One thread per output element (channel fastest: the warp's loads and stores are contiguous).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) depthwise_kernel(ConvGemmArgs a) {
+  using Acc = acc_t<T>;
+  const T* __restrict__ res = static_cast<const T*>(a.res);
+  T* __restrict__ y = static_cast<T*>(a.out[0].data);
+  const int64_t C = a.Cg, total = a.N * a.Ho * a.Wo * C;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t m = i / C, c = i - m * C;
+    const PixelPos p = split_pixel(m, a.Ho, a.Wo);
+    Acc s = depthwise_at<T>(a, p.n, p.h, p.w, c);
+    if (res) s += to_acc(res[m * a.ldr + c]);
+    y[m * a.out[0].ld + c] = from_acc<T>(act_apply(a.act, s));
+  }
+}
+
+template <typename T>
+cudaError_t launch_depthwise_t(const ConvGemmArgs& a, cudaStream_t stream) {
+  const int64_t total = a.N * a.Ho * a.Wo * a.Cg;
+  if (total == 0) return cudaSuccess;
+  rt::DeviceInfo dev{};
+  const cudaError_t err = rt::device_info(dev);
+  if (err != cudaSuccess) return err;
+  const int64_t blocks = ceil_div(total, kThreads), cap = static_cast<int64_t>(dev.sms) * 16;
+  auto* kernel = &depthwise_kernel<T>;
+  CNNK_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < cap ? blocks : cap)), dim3(kThreads), 0, stream, a);
+  return rt::last_error();
+}
+
+}  // namespace
+
+cudaError_t launch_conv_gemm(DType t, const ConvGemmArgs& a, cudaStream_t stream) {
+  return launch_for<GatherProducer>(t, a, stream);
+}
+
+cudaError_t launch_depthwise(DType t, const ConvGemmArgs& a, cudaStream_t stream) {
+  return dispatch_dtype(t, [&](auto tag) { return launch_depthwise_t<decltype(tag)>(a, stream); });
+}
+
+}  // namespace cnnkernels::cuda

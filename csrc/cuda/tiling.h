@@ -1,0 +1,149 @@
+#pragma once
+// Tile shapes, shared-memory layouts and launch plans of the GEMM-based kernels. The launcher sizes the dynamic shared
+// memory with these functions and the kernel carves it with the very same plan (passed as a kernel argument); the
+// host tests exercise them directly. Plain C++, no CUDA or torch headers.
+#include <cstdint>
+
+#include "cuda/device_math.h"
+
+namespace cnnkernels::cuda {
+
+constexpr int kThreads = 256;  // 8 warps per block
+constexpr int kBM = 64;        // output pixels per block tile (GEMM rows)
+constexpr int kBN = 64;        // output channels per block tile (GEMM columns)
+constexpr int kPadT = 8;       // padding of tiles of the data type: keeps WMMA's ldm a multiple of 16 bytes
+constexpr int kPadF = 4;       // padding of fp32 staging tiles (WMMA accumulator stores)
+constexpr int kAlign = 128;    // every shared-memory region starts on this boundary (WMMA wants 32 bytes)
+constexpr int64_t kSmemDefault = 48 * 1024;   // more needs an opt-in per kernel
+constexpr int64_t kResidentCap = 100 * 1024;  // keep A resident only while a block stays this small
+
+// GEMM K chunk, which is also the inverted residual's hidden-channel chunk: 32 for 2- and 4-byte types, 16 for fp64
+// (halves its shared memory).
+CNNK_HD constexpr int chunk_k(int t_bytes) { return t_bytes == 8 ? 16 : 32; }
+
+// One GEMM row of a block: the output pixel it computes. m < 0 marks a row outside the output.
+struct RowInfo {
+  int64_t m;  // linear output pixel (n * Ho + oh) * Wo + ow
+  int64_t n;
+  int h, w;   // output row / column
+};
+
+// Byte offsets into a block's dynamic shared memory, and the tiles' leading dimensions (in elements).
+//   rows : RowInfo[kBM]
+//   a    : A tile [kBM][lda] of T (the producer's output: im2col gather, pooled input, depthwise result)
+//   b    : B tile [bk][ldb] of T (a chunk of the packed weight)
+//   e    : inverted residual only: expanded activation of the halo, [halo_pixels][lde] of the accumulation type
+//   union, never live at the same time:
+//     c  : 16-bit types: fp32 staging of the WMMA accumulators for the epilogue, [kBM][ldc]
+//     x, w, ce : inverted residual expansion GEMM: input tile [kBM][ldx] T, weight tile [bk][ldw] T,
+//                fp32 staging [kBM][ldce] (16-bit types)
+struct SmemPlan {
+  int bk, lda, ldb, ldc, lde, ldx, ldw, ldce;
+  int64_t rows, a, b, e, c, x, w, ce;
+  int64_t bytes;
+};
+
+CNNK_HD int64_t align_up(int64_t v) { return round_up(v, kAlign); }
+
+// t_bytes / acc_bytes: sizes of the data and accumulation types. k_resident: the GEMM K when A is kept for the whole
+// K (computed once per block, reused for all its column tiles), 0 when A is produced chunk by chunk. halo_pixels: rows
+// of the inverted residual's expanded tile (0 otherwise); expand: that block has an expansion GEMM.
+CNNK_HD SmemPlan plan_smem(int t_bytes, int acc_bytes, int64_t k_resident, int64_t halo_pixels, bool expand) {
+  SmemPlan p{};
+  const bool staged = t_bytes == 2;  // WMMA accumulators go through fp32 shared memory
+  p.bk = chunk_k(t_bytes);
+  p.lda = static_cast<int>((k_resident > 0 ? round_up(k_resident, p.bk) : p.bk) + kPadT);
+  p.ldb = kBN + kPadT;
+  p.ldc = kBN + kPadF;
+  p.lde = p.bk + kPadF;
+  p.ldx = p.bk + kPadT;
+  p.ldw = p.bk + kPadT;
+  p.ldce = p.bk + kPadF;
+  int64_t off = 0;
+  p.rows = off;
+  off = align_up(off + kBM * static_cast<int64_t>(sizeof(RowInfo)));
+  p.a = off;
+  off = align_up(off + static_cast<int64_t>(kBM) * p.lda * t_bytes);
+  p.b = off;
+  off = align_up(off + static_cast<int64_t>(p.bk) * p.ldb * t_bytes);
+  p.e = off;
+  if (halo_pixels > 0) off = align_up(off + halo_pixels * p.lde * acc_bytes);
+  const int64_t u = off;
+  p.c = u;
+  int64_t end = staged ? align_up(u + static_cast<int64_t>(kBM) * p.ldc * 4) : u;
+  p.x = p.w = p.ce = u;
+  if (expand) {
+    p.x = u;
+    p.w = align_up(p.x + static_cast<int64_t>(kBM) * p.ldx * t_bytes);
+    p.ce = align_up(p.w + static_cast<int64_t>(p.bk) * p.ldw * t_bytes);
+    const int64_t xend = staged ? align_up(p.ce + static_cast<int64_t>(kBM) * p.ldce * 4) : p.ce;
+    if (xend > end) end = xend;
+  }
+  p.bytes = end;
+  return p;
+}
+
+// How a GEMM kernel is launched: grid.x walks the row (pixel) tiles, grid.y spreads the column tiles over as many
+// blocks as it takes to give every SM two blocks; a block walks its column tiles blockIdx.y, +gridDim.y, ...
+struct LaunchPlan {
+  bool ok;
+  bool resident;  // A computed once per block for the whole K (see plan_smem)
+  int64_t grid_x;
+  int grid_y;
+  int th, tw;     // inverted residual: output tile rows x columns (th * tw <= kBM)
+  SmemPlan smem;
+};
+
+CNNK_HD int col_split(int64_t row_tiles, int64_t col_tiles, int sms) {
+  const int64_t want = 2 * static_cast<int64_t>(sms < 1 ? 1 : sms);
+  int64_t y = row_tiles >= want ? 1 : ceil_div(want, row_tiles < 1 ? 1 : row_tiles);
+  if (y > col_tiles) y = col_tiles;
+  if (y > 65535) y = 65535;
+  if (y < 1) y = 1;
+  return static_cast<int>(y);
+}
+
+// Shared memory is the only limit: keep A resident when a block walks more than one column tile and the resident
+// tile fits; otherwise produce A per K chunk (recomputed for each column tile).
+CNNK_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, int t_bytes, int acc_bytes, int sms,
+                             int64_t smem_limit, int64_t halo_pixels, bool expand) {
+  LaunchPlan p{};
+  p.grid_x = row_tiles;
+  p.grid_y = col_split(row_tiles, col_tiles, sms);
+  p.th = p.tw = 0;
+  const int64_t tiles_per_block = ceil_div(col_tiles, p.grid_y);
+  if (tiles_per_block > 1 && K > 0) {
+    const SmemPlan r = plan_smem(t_bytes, acc_bytes, K, halo_pixels, expand);
+    if (r.bytes <= smem_limit && r.bytes <= kResidentCap) {
+      p.resident = true;
+      p.smem = r;
+    }
+  }
+  if (!p.resident) p.smem = plan_smem(t_bytes, acc_bytes, 0, halo_pixels, expand);
+  p.ok = p.smem.bytes <= smem_limit && row_tiles >= 1 && row_tiles <= 0x7fffffff && K <= 0x7fffffff;
+  return p;
+}
+
+// The inverted residual tiles the output in th x tw blocks (2-D, for the depthwise halo): the largest candidate whose
+// expanded halo tile fits the shared memory, preferring a resident depthwise result at each size.
+CNNK_HD LaunchPlan plan_inverted_residual(int64_t N, int64_t Ho, int64_t Wo, int stride, int kH, int kW,
+                                          int64_t hidden, int64_t Cout, bool expand, int t_bytes, int acc_bytes,
+                                          int sms, int64_t smem_limit) {
+  const int cand[7][2] = {{8, 8}, {4, 8}, {4, 4}, {2, 4}, {2, 2}, {1, 2}, {1, 1}};
+  for (int i = 0; i < 7; ++i) {
+    const int th = cand[i][0], tw = cand[i][1];
+    const int64_t halo = halo_extent(th, stride, kH, 1) * halo_extent(tw, stride, kW, 1);
+    const int64_t row_tiles = N * ceil_div(Ho, th) * ceil_div(Wo, tw);
+    LaunchPlan p = plan_gemm(row_tiles, ceil_div(Cout, kBN), hidden, t_bytes, acc_bytes, sms, smem_limit, halo, expand);
+    if (p.ok) {
+      p.th = th;
+      p.tw = tw;
+      return p;
+    }
+  }
+  LaunchPlan none{};
+  none.ok = false;
+  return none;
+}
+
+}  // namespace cnnkernels::cuda
