@@ -176,7 +176,11 @@ def check(out, ref: torch.Tensor) -> float:
 
 
 def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    import re
+
+    msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    msg = msg.splitlines()[0] if msg else ""
+    msg = re.split(r"(?<=\.) ", msg, maxsplit=1)[0]
     return (msg if isinstance(e, AssertionError) else f"{type(e).__name__}: {msg}")[:300]
 
 
@@ -242,17 +246,21 @@ def time_torch(live, results: Dict[str, ModelResult], timing: ModelTiming, progr
 
 def export_onnx(ref: nn.Module, x: torch.Tensor, path: Path) -> str:
     """Classic TorchScript exporter at opset 17; the dynamo exporter if that fails. Returns which one worked."""
+    import contextlib
+    import io
     import logging
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(ref, (x,), str(path), opset_version=17, dynamo=False,
                               input_names=["input"], output_names=["output"])
         return "torchscript"
     except Exception:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(ref, (x,), str(path), opset_version=17, dynamo=True)
         return "dynamo"
