@@ -1,8 +1,12 @@
 """Op-level benchmark: each cnnkernels op against the PyTorch code it replaces, on shapes from real network layers.
+With --models: whole networks (cnnkernels.optimize vs eager, torch.compile, ONNX Runtime, OpenVINO; bench/models.py).
 
     python bench/run.py                         # every case, all providers, all cores
     python bench/run.py --quick --no-compile    # smoke run (a few seconds)
     python bench/run.py --filter googlenet --threads 1 --json out.json --csv out.csv
+    python bench/run.py --models                # mobilenet_v2, resnet18, resnet50, googlenet at batch 1
+    python bench/run.py --models all --batch 1,8,32 --json m.json --plot m.png
+    python bench/run.py --models --quick --model resnet18 --no-compile   # smoke run, 64x64 input
 
 Each provider's output is checked against a float64 reference before it is timed; a wrong or failing provider is
 reported in its cell instead of a time. Providers are timed interleaved within a case (warm-up, then repeated samples
@@ -257,12 +261,13 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all usable cores)")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", default="1", help="batch size; with --models a comma-separated list, e.g. 1,8,32")
     ap.add_argument("--dtype", choices=list(DTYPES), default="float32")
     ap.add_argument("--filter", action="append", default=[], metavar="REGEX",
                     help="only cases whose name matches (re.search; repeat for OR)")
-    ap.add_argument("--providers", default=",".join(PROVIDER_NAMES),
-                    help=f"comma-separated subset of {','.join(PROVIDER_NAMES)}")
+    ap.add_argument("--providers", default=None,
+                    help=f"comma-separated subset of {','.join(PROVIDER_NAMES)} (with --models: of cnnkernels,"
+                         f"eager-nchw,eager-cl,compile,onnxruntime,openvino)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (compiling is slow)")
     ap.add_argument("--quick", action="store_true", help="tiny warm-up and repeat counts (CI smoke run)")
     ap.add_argument("--repeats", type=int, default=None, help="timed samples per provider and case")
@@ -271,11 +276,45 @@ def parse_args(argv=None):
     ap.add_argument("--csv", type=Path, metavar="PATH", help="write one row per case and provider")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any provider failed or was wrong")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    return ap.parse_args(argv)
+    mg = ap.add_argument_group("model level (bench/models.py)")
+    mg.add_argument("--models", nargs="?", const="default", default=None, metavar="default|all|NAME[,NAME]",
+                    help="benchmark whole models instead of ops (no value: mobilenet_v2,resnet18,resnet50,googlenet;"
+                         " 'all': every cnnkernels.models model)")
+    mg.add_argument("--model", action="append", default=[], metavar="NAME",
+                    help="a model to benchmark (repeatable or comma-separated; implies --models)")
+    mg.add_argument("--size", type=int, default=None, help="input height = width (default 224; --quick: 64)")
+    mg.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG bar chart of the speedups (matplotlib)")
+    args = ap.parse_args(argv)
+    try:
+        args.batches = [int(b) for b in str(args.batch).split(",") if b.strip()]
+    except ValueError:
+        ap.error(f"--batch: expected integers, got {args.batch!r}")
+    if not args.batches or min(args.batches) < 1:
+        ap.error("--batch: expected positive integers")
+    if args.models is None and not args.model:
+        if len(args.batches) != 1:
+            ap.error("--batch takes one size for the op-level benchmark (lists need --models)")
+        if args.plot:
+            ap.error("--plot needs --models")
+    args.batch = args.batches[0] if len(args.batches) == 1 else args.batch
+    return args
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.models is not None or args.model:
+        from models import main_models
+
+        threads = args.threads or usable_cores()
+        torch.set_num_threads(threads)
+        return main_models(args, threads, machine_info(threads))
     cases = [c for c in CASES if not args.filter or any(re.search(f, c.name) for f in args.filter)]
     if args.list:
         for c in cases:
@@ -284,7 +323,7 @@ def main(argv=None) -> int:
     if not cases:
         print(f"no case matches {args.filter}; cases: {', '.join(c.name for c in CASES)}", file=sys.stderr)
         return 2
-    wanted = [n.strip() for n in args.providers.split(",") if n.strip()]
+    wanted = [n.strip() for n in (args.providers or ",".join(PROVIDER_NAMES)).split(",") if n.strip()]
     unknown = set(wanted) - set(PROVIDER_NAMES)
     if unknown:
         print(f"unknown providers {sorted(unknown)}; choose from {PROVIDER_NAMES}", file=sys.stderr)
@@ -293,11 +332,7 @@ def main(argv=None) -> int:
         wanted = [n for n in wanted if n != "compile"]
     providers = [p for p in all_providers() if p.name in wanted]
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    threads = args.threads or usable
+    threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     timing = QUICK if args.quick else Timing()
     if args.repeats:
