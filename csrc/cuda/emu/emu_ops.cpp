@@ -4,7 +4,7 @@
 #define CNNK_EMULATE 1
 
 #include "common/checks.cpp"
-#include "cuda/op_checks_pending.cpp"
+#include "common/op_checks.cpp"
 
 #include "cuda/add_relu.cpp"
 #include "cuda/conv2d_act.cpp"
