@@ -9,23 +9,9 @@ from torch import nn
 
 import cnnkernels
 from cnnkernels import models
+from helpers import randomize_bn
 
 torchvision = pytest.importorskip("torchvision")
-
-
-def randomize_bn(model, seed=0):
-    """Fresh BatchNorms are identities (mean 0, var 1, gamma 1, beta 0) and hide folding bugs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
-
 
 def tv_model(name, **kwargs):
     with warnings.catch_warnings():

@@ -15,20 +15,7 @@ from cnnkernels import models
 torchvision = pytest.importorskip("torchvision")
 tvr = importlib.import_module("torchvision.models.resnet")
 from torchvision.ops.misc import Conv2dNormActivation  # noqa: E402
-
-
-def randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
-
+from helpers import randomize_bn
 
 def assert_close_scaled(actual, expected, rel=1e-4):
     scale = expected.abs().max().item() + 1e-6
