@@ -145,3 +145,21 @@ def check_add_relu(input: torch.Tensor, residual: torch.Tensor) -> None:
 def output_memory_format(input: torch.Tensor) -> torch.memory_format:
     """The layout every kernel writes its output in (same rule as at::Tensor::suggest_memory_format)."""
     return suggest_memory_format(input)
+
+
+def empty_output(input: torch.Tensor, shape) -> torch.Tensor:
+    """The op's output as the compiled kernels allocate it, at::empty(shape, memory_format=output_memory_format(input)):
+    strides canonical for that format even where the shape makes it ambiguous (one channel, 1x1 maps), which
+    `new_empty(shape).contiguous(memory_format=...)` would leave in the contiguous layout."""
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=output_memory_format(input))
+
+
+def as_output(input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`y` (a reference result) with exactly empty_output's strides; copies only when the layout really differs."""
+    fmt = output_memory_format(input)
+    strides = torch.empty(y.shape, device="meta", memory_format=fmt).stride()
+    if y.stride() == strides:
+        return y
+    if y.is_contiguous(memory_format=fmt):  # differs in the strides of size-1 dims only
+        return y.as_strided(y.shape, strides)
+    return torch.empty_strided(y.shape, strides, dtype=y.dtype, device=y.device).copy_(y)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.ops._act import activation_grad, conv_backward
-from cnnkernels.ops._checks import _shape, check_bias, check_input, check_like, check_pointwise, output_memory_format
+from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
+                                    empty_output)
 
 OP = "inception_block"
 _POOL = ([3, 3], [1, 1], [1, 1], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
@@ -70,7 +71,7 @@ def inception_block_reference(input: torch.Tensor, w1: torch.Tensor, b1: torch.T
 
 def _fallback(*args):
     _check(*args)
-    return inception_block_reference(*args).contiguous(memory_format=output_memory_format(args[0]))
+    return as_output(args[0], inception_block_reference(*args))
 
 
 register_reference_where_missing(OP, _fallback)
@@ -79,7 +80,7 @@ register_reference_where_missing(OP, _fallback)
 @torch.library.register_fake("cnnkernels::inception_block")
 def _fake(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
     shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
-    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (_shape, check_bias, check_input, check_like, check_pointwise,
-                                    output_memory_format, parse_activation)
+from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
+                                    empty_output, parse_activation)
 
 OP = "inverted_residual"
 
@@ -78,7 +78,7 @@ def _fallback(input, expand_weight, expand_bias, dw_weight, dw_bias, project_wei
            activation)
     y = inverted_residual_reference(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
                                     project_bias, stride, residual, activation)
-    return y.contiguous(memory_format=output_memory_format(input))
+    return as_output(input, y)
 
 
 register_reference_where_missing(OP, _fallback)
@@ -89,7 +89,7 @@ def _fake(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
           activation):
     shape = _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
                    residual, activation)
-    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, shape)
 
 
 def _setup_context(ctx, inputs, output):
