@@ -3,6 +3,10 @@
 `import cnnkernels` never fails because the compiled library is missing, built against another torch, or broken: the
 ops are then defined from cnnkernels/ops.schema and run their references, and one warning says why. Setting
 CNNKERNELS_DISABLE_COMPILED=1 forces that fallback (no warning: it was asked for).
+
+CNNKERNELS_LIBRARY_DIR=<dir> loads the libraries and build config from <dir> instead of the package's lib/ folder, e.g.
+a plain-CMake build (build/<name>/cnnkernels, where CMake writes them) such as the sanitizer build that
+tests/run_sanitized.sh makes. The same checks apply (torch version, loadability).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch
 from packaging.version import Version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-LIB_DIR = PACKAGE_DIR / "lib"
+LIBRARY_DIR_ENV = "CNNKERNELS_LIBRARY_DIR"
+LIB_DIR = Path(os.environ[LIBRARY_DIR_ENV]).resolve() if os.environ.get(LIBRARY_DIR_ENV) else PACKAGE_DIR / "lib"
 CPU_LIB = LIB_DIR / "libcnnkernels_cpu.so"
 CUDA_LIB = LIB_DIR / "libcnnkernels_cuda.so"
 DISABLE_ENV = "CNNKERNELS_DISABLE_COMPILED"
@@ -58,6 +63,9 @@ def _load_compiled(state: LibraryState) -> None:
     if not CPU_LIB.exists() or not cfg_path.exists():
         state.reason = (f"the compiled library is missing ({CPU_LIB} not found); build it with "
                         f"`pip install --no-build-isolation .`")
+        if os.environ.get(LIBRARY_DIR_ENV):
+            state.reason = (f"the compiled library is missing ({CPU_LIB} or its _build_config.json not found in "
+                            f"{LIBRARY_DIR_ENV}={os.environ[LIBRARY_DIR_ENV]})")
         return
     try:
         state.build_config = json.loads(cfg_path.read_text())
