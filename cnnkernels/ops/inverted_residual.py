@@ -20,8 +20,6 @@ def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight
            activation):
     check_input(OP, input)
     N, C, H, W = input.shape
-    if H == 0 or W == 0:
-        raise ValueError(f"cnnkernels.{OP}: input spatial size must be non-zero, got {H}x{W}")
     if expand_weight is not None:
         hidden = check_pointwise(OP, input, expand_weight, "expand_weight", C)
         check_bias(OP, input, expand_bias, hidden, "expand_bias")
@@ -36,9 +34,9 @@ def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight
             or dw_weight.shape[2] % 2 != 1 or dw_weight.shape[3] % 2 != 1:
         raise ValueError(f"cnnkernels.{OP}: dw_weight must have shape [{hidden}, 1, kH, kW] with odd kH and kW, got "
                          f"shape {_shape(dw_weight)}")
-    check_bias(OP, input, dw_bias, hidden, "dw_bias")
+    check_bias(OP, input, dw_bias, hidden, "dw_bias", required=True)
     Cout = check_pointwise(OP, input, project_weight, "project_weight", hidden)
-    check_bias(OP, input, project_bias, Cout, "project_bias")
+    check_bias(OP, input, project_bias, Cout, "project_bias", required=True)
     if residual and (stride != 1 or Cout != C):
         raise ValueError(f"cnnkernels.{OP}: residual=True needs stride 1 and as many output as input channels, got "
                          f"stride {stride}, {C} -> {Cout} channels")
