@@ -34,7 +34,10 @@ struct KeyHash {
 };
 
 struct Entry {
-  c10::Storage keepalive;
+  // Weak, so that freeing a weight releases its memory. The StorageImpl object itself stays allocated while this
+  // reference exists (only its data is freed), so its address, the key, cannot be reused by another storage and
+  // mistaken for it.
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   uint32_t version;
   at::Tensor packed;
 };
@@ -45,6 +48,20 @@ constexpr size_t kMaxEntries = 4096;
 std::mutex mu;
 std::list<Key> lru;  // most recently used at the front
 std::unordered_map<Key, std::pair<Entry, std::list<Key>::iterator>, KeyHash> cache;
+size_t inserts_since_sweep = 0;
+
+// Drops the entries whose weight has been freed, and with them their packed copies. `mu` must be held.
+void sweep_locked() {
+  for (auto it = cache.begin(); it != cache.end();) {
+    if (it->second.first.storage.expired()) {
+      lru.erase(it->second.second);
+      it = cache.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  inserts_since_sweep = 0;
+}
 
 template <typename Pack>
 at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack) {
@@ -63,13 +80,16 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
   }
   at::Tensor packed = pack();  // outside the lock: packing a large weight must not stall other threads
   std::lock_guard<std::mutex> g(mu);
+  // Sweeping costs O(entries): done once per size()/8 insertions (misses), so O(1) per insertion amortised, and a
+  // freed weight's packed copy goes soon after (at once while the cache holds fewer than 8 entries).
+  if (++inserts_since_sweep * 8 >= cache.size()) sweep_locked();
   auto it = cache.find(key);
   if (it != cache.end()) {
-    it->second.first = Entry{w.storage(), version, packed};
+    it->second.first = Entry{w.storage().getWeakStorageImpl(), version, packed};
     lru.splice(lru.begin(), lru, it->second.second);
   } else {
     lru.push_front(key);
-    cache.emplace(key, std::make_pair(Entry{w.storage(), version, packed}, lru.begin()));
+    cache.emplace(key, std::make_pair(Entry{w.storage().getWeakStorageImpl(), version, packed}, lru.begin()));
     while (cache.size() > kMaxEntries) {
       cache.erase(lru.back());
       lru.pop_back();
@@ -100,6 +120,7 @@ at::Tensor packed_depthwise_weight(const at::Tensor& weight) {
 
 int64_t weight_cache_size() {
   std::lock_guard<std::mutex> g(mu);
+  sweep_locked();  // count live weights only
   return static_cast<int64_t>(cache.size());
 }
 
