@@ -302,6 +302,11 @@ def test_add_relu_specials_exact():
 
 
 # ----------------------------------------------------------------------------------- more than 2**31 elements
+#
+# 64-bit indexing: inputs or outputs with more than 2**31 elements, filled with patterns that differ between the two
+# sides of every 2**31 boundary (a 32-bit index would read or write the wrong half, or fault) and exactly checked.
+# They need up to ~9 GiB and a minute or so, so they run only when asked for: `pytest -m slow` or
+# CNNKERNELS_TEST_BIG=1 (and are skipped when the machine lacks the memory).
 
 BIG_ENV = "CNNKERNELS_TEST_BIG"
 GIB = 2 ** 30
@@ -309,84 +314,112 @@ GIB = 2 ** 30
 
 def _mem_available() -> int:
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
 
 
-def _need_memory(gib: float):
-    if os.environ.get(BIG_ENV, "1") == "0":
-        pytest.skip(f"{BIG_ENV}=0")
-    if _mem_available() < (gib + 2) * GIB:
-        pytest.skip(f"needs {gib:.1f} GiB free memory (+2 GiB margin), {_mem_available() / GIB:.1f} GiB available")
+@pytest.fixture
+def big(request):
+    """Skips unless big tests were asked for; returns a function asserting `gib` GiB of free memory (+2 GiB)."""
+    asked = "slow" in (request.config.getoption("-m") or "") or os.environ.get(BIG_ENV, "0") not in ("", "0")
+    if not asked:
+        pytest.skip(f"needs up to 9 GiB: runs with `pytest -m slow` or {BIG_ENV}=1")
+
+    def need(gib: float):
+        if _mem_available() < (gib + 2) * GIB:
+            pytest.skip(f"needs {gib:.1f} GiB free memory (+2 GiB margin), {_mem_available() / GIB:.1f} GiB available")
+    return need
 
 
-def _pattern(n: int, k: int) -> torch.Tensor:
-    """n fp32 values of chunk k: small multiples of 1/256 (exact in fp16), varying with the chunk, so data read from
-    a wrapped (32-bit) index would differ."""
-    base = torch.arange(n, dtype=torch.int32)
-    return ((base * 7 + k * 7919) % 4093 - 2046).to(torch.float32) / 256
+PERIOD = 4093  # prime: no power of two is a multiple of it
+
+
+def _periodic(n: int) -> torch.Tensor:
+    """fp16 values f(i mod PERIOD), i < n: multiples of 1/256 in [-8, 8], exact in fp16 (also when doubled)."""
+    i = torch.arange(n, dtype=torch.int32)
+    return ((i * 1237) % PERIOD - PERIOD // 2).to(torch.float16) / 256
 
 
 @pytest.mark.slow
-def test_add_relu_over_2_31_elements():
-    n = 2 ** 31 + 2 ** 20 + 13  # a few elements past every power-of-two boundary
-    _need_memory(2 * n * 2 / GIB)
+def test_add_relu_over_2_31_elements(big):
+    n = 2 ** 31 + 2 ** 20 + 13  # past the boundary by more than a parallel chunk, with a SIMD tail
+    big(2 * n * 2 / GIB)
     chunk = 2 ** 24
+    pat = _periodic(chunk + PERIOD)
+    want_pat = torch.relu(2 * pat)  # exact in fp16
+
+    def offset(k):  # chunk k holds f(i + offset(k)); chunks 2**31 elements apart hold different data
+        return (k * 7) % PERIOD
+
     x = torch.empty(n, dtype=torch.float16)
     for k, s in enumerate(range(0, n, chunk)):
         e = min(n, s + chunk)
-        x[s:e] = _pattern(e - s, k)
+        x[s:e] = pat[offset(k):offset(k) + e - s]
     out = op("add_relu")(x, x)  # residual = input: 8 GiB in all instead of 12
     assert out.shape == (n,) and out.dtype == torch.float16
     for k, s in enumerate(range(0, n, chunk)):
         e = min(n, s + chunk)
-        assert torch.equal(out[s:e], torch.relu(2 * _pattern(e - s, k)).half()), f"wrong data in [{s}, {e})"
+        assert torch.equal(out[s:e], want_pat[offset(k):offset(k) + e - s]), f"wrong data in [{s}, {e})"
 
 
-def _small_ints(shape, seed, lo=-4, hi=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(lo, hi + 1, shape, generator=g).to(torch.float16)
+def _nhwc_ints(rows: int, W: int, C: int, lo: int = -4, hi: int = 4) -> torch.Tensor:
+    """[rows, W, C] fp16 small integers in [lo, hi] (exact in fp16, and in fp32 sums of a few thousand products)."""
+    i = torch.arange(rows * W * C, dtype=torch.int32)
+    return ((i * 7) % (hi - lo + 1) + lo).to(torch.float16).view(rows, W, C)
+
+
+def _fill_rows(xh: torch.Tensor, rows: int) -> None:
+    """Fills the [H, W, C] view xh block by block (rows at a time) with small integers that also vary between blocks,
+    so that the data 2**31 elements apart differs."""
+    block = _nhwc_ints(rows, xh.shape[1], xh.shape[2])
+    for k, h0 in enumerate(range(0, xh.shape[0], rows)):
+        torch.add(block, k % 3 - 1, out=xh[h0:h0 + rows])
 
 
 @pytest.mark.slow
-def test_conv2d_act_output_over_2_31_elements():
-    # 1x1 conv from 2 to 520 channels on a 2048x2048 channels_last map: 520 * 2**22 > 2**31 output elements, 4.3 GiB
-    # of fp16; every value is a small integer, exact in fp16, so the check is equality.
+def test_conv2d_act_output_over_2_31_elements(big):
+    # 1x1 conv from 2 to 520 channels with bias and relu on a 2048x2048 channels_last map: 520 * 2**22 > 2**31 output
+    # elements (4.3 GiB of fp16). Small integers everywhere: exact, so the check is equality.
     H = W = 2048
-    cout = 520
-    _need_memory(cout * H * W * 2 / GIB + 0.5)
+    cout, rows = 520, 64
+    big(cout * H * W * 2 / GIB + 0.5)
+    x = torch.empty((1, 2, H, W), dtype=torch.float16, memory_format=torch.channels_last)
+    xh = x.permute(0, 2, 3, 1)[0]  # [H, W, C] view of the same memory
+    _fill_rows(xh, rows)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(-4, 5, (1, 2, H, W), generator=g).to(torch.float16).contiguous(memory_format=torch.channels_last)
     w = torch.randint(-3, 4, (cout, 2, 1, 1), generator=g).to(torch.float16)
     b = torch.randint(-8, 9, (cout,), generator=g).to(torch.float16)
     y = op("conv2d_act")(x, w, b, None, [1, 1], [0, 0], [1, 1], 1, "relu")
     assert y.shape == (1, cout, H, W) and y.numel() > 2 ** 31 and y.is_contiguous(memory_format=torch.channels_last)
-    x32 = x.float()
-    for c0 in range(0, cout, 8):
-        c1 = min(cout, c0 + 8)
-        want = torch.relu(torch.einsum("nchw,oc->nohw", x32, w[c0:c1, :, 0, 0].float())
-                          + b[c0:c1].float().view(1, -1, 1, 1))
-        assert torch.equal(y[:, c0:c1].float(), want), f"wrong data in output channels [{c0}, {c1})"
+    # Every output pixel is one of 11 x 11 rows of 520 values (one per input pair in [-5, 5]^2): a table lookup.
+    vals = torch.arange(-5, 6, dtype=torch.float32)
+    pairs = torch.cartesian_prod(vals, vals)  # [121, 2]
+    table = torch.relu(pairs @ w[:, :, 0, 0].float().t() + b.float()).half()  # [121, 520]
+    yh = y.permute(0, 2, 3, 1)[0]  # [H, W, Cout], contiguous
+    for h0 in range(0, H, rows):  # row blocks: one pass over the output
+        xb = xh[h0:h0 + rows].long() + 5
+        assert torch.equal(yh[h0:h0 + rows], table[xb[..., 0] * 11 + xb[..., 1]]), \
+            f"wrong data in output rows [{h0}, {h0 + rows})"
 
 
 @pytest.mark.slow
-def test_conv2d_act_input_over_2_31_elements():
+def test_conv2d_act_input_over_2_31_elements(big):
     # The transpose: a 520-channel 2048x2048 channels_last input (4.3 GiB of fp16, > 2**31 elements) reduced by a
     # strided 1x1 conv to one channel; the last rows lie beyond 2**31 elements from the start.
     H = W = 2048
-    cin = 520
-    _need_memory(cin * H * W * 2 / GIB + 1.0)
+    cin, rows = 520, 64
+    big(cin * H * W * 2 / GIB + 1.0)
     x = torch.empty((1, cin, H, W), dtype=torch.float16, memory_format=torch.channels_last)
-    rows = 64
-    for k, h0 in enumerate(range(0, H, rows)):
-        x[:, :, h0:h0 + rows] = _small_ints((1, cin, rows, W), seed=k)
-    w = _small_ints((1, cin, 1, 1), seed=1000, lo=-1, hi=1)
+    xh = x.permute(0, 2, 3, 1)[0]
+    _fill_rows(xh, rows)
+    w = _nhwc_ints(1, 1, cin, lo=-1, hi=1).view(1, cin, 1, 1)
     y = op("conv2d_act")(x, w, None, None, [4, 4], [0, 0], [1, 1], 1, "none")
     assert y.shape == (1, 1, H // 4, W // 4)
     # sums of 520 products of small integers: exact in fp32, then one rounding to fp16 on both sides
-    want = F.conv2d(x[:, :, ::4, ::4].float(), w.float()).half()
-    torch.testing.assert_close(y, want, atol=0, rtol=0)
+    want = (xh[::4, ::4].float() @ w.view(cin, 1).float()).half()
+    torch.testing.assert_close(y[0, 0], want[:, :, 0], atol=0, rtol=0)

@@ -80,8 +80,8 @@ def test_rss_flat_with_autograd(op_name):
         torch.autograd.grad(out.sum(), [a for a in args if isinstance(a, torch.Tensor)])
 
     with single_thread():
-        grew = _growth(step, 2000, warmup=100)
-    assert grew <= SLACK, f"RSS grew by {grew / MIB:.1f} MiB over 2000 forward+backward calls of {op_name}"
+        grew = _growth(step, 1000, warmup=100)
+    assert grew <= SLACK, f"RSS grew by {grew / MIB:.1f} MiB over 1000 forward+backward calls of {op_name}"
 
 
 needs_cache = pytest.mark.skipif(not _library.STATE.cpu, reason="the weight cache is part of the compiled library")
@@ -100,10 +100,10 @@ def _conv(x, w):
 
 @needs_cache
 def test_weight_cache_bounded_by_entries(empty_cache):
-    # 5000 distinct weights alive at once: the cache keeps at most 4096 entries (least recently used evicted).
+    # 4500 distinct weights alive at once: the cache keeps at most 4096 entries (least recently used evicted).
     x = torch.randn(1, 4, 2, 2)
     live = []
-    for _ in range(5000):
+    for _ in range(4500):
         w = torch.randn(2, 4, 1, 1)
         _conv(x, w)
         live.append(w)
