@@ -88,6 +88,16 @@ def test_built_against_other_torch(tmp_path, package_copy):
     _assert_reference_fallback(res, package_copy, "built against torch 2.0.0", torch.__version__)
 
 
+def test_same_release_other_local_version_loads(tmp_path, package_copy):
+    # Only the release is compared: a library built against torch X.Y.Z+cpu loads into X.Y.Z+cu130 and vice versa.
+    if not (package_copy / "lib" / "libcnnkernels_cpu.so").exists():
+        skip_or_fail("the package under test has no compiled library")
+    release = torch.__version__.split("+")[0]
+    _set_config(package_copy, torch_version=release + ("+cpu" if "+cpu" not in torch.__version__ else "+cu999"))
+    res = _probe(tmp_path, package_copy.parent)
+    assert res["warnings"] == [] and res["cpu"], res
+
+
 def test_missing_library(tmp_path, package_copy):
     _set_config(package_copy)
     (package_copy / "lib" / "libcnnkernels_cpu.so").unlink()
