@@ -342,10 +342,12 @@ def check_case(op_name: str, args: tuple, dtype: torch.dtype) -> None:
     assert out.dtype == dtype, (out.dtype, dtype)
     assert out.shape == expected.shape, (out.shape, expected.shape)
     x = args[0]
-    # Dense inputs: the rule the per-op tests check (helpers.expected_memory_format). Views (sliced, cropped,
-    # broadcast): the op's own rule, torch's suggest_memory_format.
-    dense = x.dim() == 4 and is_non_overlapping_and_dense(x)
-    fmt = expected_memory_format(x) if dense else output_memory_format(x)
+    # Inputs in exactly one of the two layouts: the rule the per-op tests check (helpers.expected_memory_format).
+    # Views (sliced, cropped, broadcast) and inputs contiguous in both layouts (e.g. a 1x1 crop of a channels_last
+    # tensor): the op's rule, torch's suggest_memory_format, as F.conv2d uses it.
+    unambiguous = x.dim() == 4 and is_non_overlapping_and_dense(x) and \
+        x.is_contiguous() != x.is_contiguous(memory_format=torch.channels_last)
+    fmt = expected_memory_format(x) if unambiguous else output_memory_format(x)
     assert out.is_contiguous(memory_format=fmt), f"output strides {out.stride()} are not {fmt}"
     fake = op(op_name)(*map_tensors(args, _meta_like))
     assert fake.shape == out.shape and fake.stride() == out.stride(), (fake.shape, fake.stride(), out.stride())
