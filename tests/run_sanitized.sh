@@ -60,20 +60,27 @@ from cnnkernels import _library as L
 assert L.STATE.cpu, L.STATE.reason
 assert L.CPU_LIB.parent == __import__("pathlib").Path(__import__("os").environ["CNNKERNELS_LIBRARY_DIR"]).resolve()
 assert L.STATE.build_config["sanitize"], L.STATE.build_config
+maps = open("/proc/self/maps").read()
+assert "libasan" in maps or "address" not in L.STATE.build_config["sanitize"], "the ASan runtime is not loaded"
 x = torch.randn(2, 3, 4, 5)
 assert torch.equal(cnnkernels.add_relu(x, x), torch.relu(2 * x))
 print(f"sanitized library: {L.CPU_LIB} ({L.STATE.build_config['sanitize']}), kernels {L.cpu_isa()}")
 EOF
 
+rc=0
 if [ "$#" -eq 0 ]; then
   # The CPU op tests (correctness, gradcheck, opcheck, bad inputs), the fuzz slice, the bad-input catalogue (without
-  # the >2**31-element tests, which need more memory than ASan's shadow and quarantine leave) and the thread tests.
-  set -- tests/test_add_relu.py tests/test_conv2d_act.py tests/test_dwsep_conv2d.py tests/test_inverted_residual.py \
-    tests/test_inception_block.py tests/test_fuzz_ops.py tests/test_bad_input_catalogue.py tests/test_threads.py \
-    tests/test_library.py -m "not slow and not fuzz"
+  # the >2**31-element tests, which need more memory than ASan's shadow and quarantine leave) and the thread tests on
+  # the best kernels for this CPU; then the correctness tests again on the generic (DEFAULT) kernels.
+  files=(tests/test_add_relu.py tests/test_conv2d_act.py tests/test_dwsep_conv2d.py tests/test_inverted_residual.py
+         tests/test_inception_block.py tests/test_fuzz_ops.py tests/test_bad_input_catalogue.py tests/test_threads.py
+         tests/test_library.py)
+  "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "not slow and not fuzz" || rc=$?
+  echo "run_sanitized: again on the generic kernels (ATEN_CPU_CAPABILITY=default)"
+  ATEN_CPU_CAPABILITY=default "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "correctness" || rc=$?
+else
+  "$PY" -m pytest -q -p no:cacheprovider "$@" || rc=$?
 fi
-rc=0
-"$PY" -m pytest -q -p no:cacheprovider "$@" || rc=$?
 t2=$(date +%s)
 echo "run_sanitized: build $((t1 - t0)) s, tests $((t2 - t1)) s, exit $rc ($SANITIZE, $LIBDIR)"
 exit "$rc"
