@@ -3,6 +3,10 @@
 `import cnnkernels` never fails because the compiled library is missing, built against another torch, or broken: the
 ops are then defined from cnnkernels/ops.schema and run their references, and one warning says why. Setting
 CNNKERNELS_DISABLE_COMPILED=1 forces that fallback (no warning: it was asked for).
+
+CNNKERNELS_LIBRARY_DIR=<dir> loads the libraries and build config from <dir> instead of the package's lib/ folder, e.g.
+a plain-CMake build (build/<name>/cnnkernels, where CMake writes them) such as the sanitizer build that
+tests/run_sanitized.sh makes. The same checks apply (torch version, loadability).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch
 from packaging.version import Version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-LIB_DIR = PACKAGE_DIR / "lib"
+LIBRARY_DIR_ENV = "CNNKERNELS_LIBRARY_DIR"
+LIB_DIR = Path(os.environ[LIBRARY_DIR_ENV]).resolve() if os.environ.get(LIBRARY_DIR_ENV) else PACKAGE_DIR / "lib"
 CPU_LIB = LIB_DIR / "libcnnkernels_cpu.so"
 CUDA_LIB = LIB_DIR / "libcnnkernels_cuda.so"
 DISABLE_ENV = "CNNKERNELS_DISABLE_COMPILED"
@@ -50,14 +55,46 @@ def _torch_release(v: str) -> Version:
     return Version(Version(v).base_version)
 
 
+def _defined_elsewhere() -> bool:
+    """The cnnkernels ops already exist in this process although our CPU library is not loaded: another copy of the
+    library registered them (e.g. a plain-CMake build loaded with torch.ops.load_library). Loading ours as well would
+    abort the process: its TORCH_LIBRARY(cnnkernels) throws during dlopen, where nothing can catch it."""
+    if os.path.realpath(CPU_LIB) in {os.path.realpath(p) for p in torch.ops.loaded_libraries}:
+        return False  # ours (an earlier import of this module): loading it again is a no-op
+    return any(torch._C._dispatch_has_kernel(f"{NAMESPACE}::{name}") for name in read_schemas())
+
+
+def _adopt_loaded_library(state: LibraryState) -> None:
+    """Uses the copy of the library that already registered the ops instead of loading ours."""
+    others = sorted(p for p in torch.ops.loaded_libraries if Path(p).name == CPU_LIB.name)
+    where = others[0] if others else "a library not loaded with torch.ops.load_library"
+    state.reason = (f"the cnnkernels ops were already registered in this process by {where}; its kernels are used "
+                    f"and {CPU_LIB} is not loaded (two copies cannot both register them)")
+    state.cuda_reason = "the ops were registered by another copy of the library; its CUDA library was not loaded"
+    if others:
+        state.cpu_handle = ctypes.CDLL(others[0])  # already loaded: no second registration
+        state.cpu = True
+        try:
+            state.build_config = json.loads((Path(others[0]).parent / "_build_config.json").read_text())
+        except (OSError, ValueError):
+            pass
+    warnings.warn(f"cnnkernels: {state.reason}", RuntimeWarning, stacklevel=4)
+
+
 def _load_compiled(state: LibraryState) -> None:
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         state.reason = f"{DISABLE_ENV} is set"
+        return
+    if _defined_elsewhere():
+        _adopt_loaded_library(state)
         return
     cfg_path = LIB_DIR / "_build_config.json"
     if not CPU_LIB.exists() or not cfg_path.exists():
         state.reason = (f"the compiled library is missing ({CPU_LIB} not found); build it with "
                         f"`pip install --no-build-isolation .`")
+        if os.environ.get(LIBRARY_DIR_ENV):
+            state.reason = (f"the compiled library is missing ({CPU_LIB} or its _build_config.json not found in "
+                            f"{LIBRARY_DIR_ENV}={os.environ[LIBRARY_DIR_ENV]})")
         return
     try:
         state.build_config = json.loads(cfg_path.read_text())
@@ -95,7 +132,7 @@ STATE = LibraryState()
 _load_compiled(STATE)
 if not STATE.cpu:
     STATE.cuda_reason = STATE.cuda_reason or STATE.reason
-    if not STATE.reason.startswith(DISABLE_ENV):
+    if not STATE.reason.startswith(DISABLE_ENV) and "already registered" not in STATE.reason:
         warnings.warn(f"cnnkernels: using the pure-PyTorch reference implementations because {STATE.reason}",
                       RuntimeWarning, stacklevel=3)
 
@@ -136,6 +173,15 @@ def weight_cache_size() -> int:
     if STATE.cpu_handle is None:
         return 0
     f = STATE.cpu_handle.cnnkernels_weight_cache_size
+    f.restype = ctypes.c_int64
+    return int(f())
+
+
+def weight_cache_capacity() -> int:
+    """Most entries the packed-weight cache keeps (least recently used ones are evicted beyond it)."""
+    if STATE.cpu_handle is None:
+        return 0
+    f = STATE.cpu_handle.cnnkernels_weight_cache_capacity
     f.restype = ctypes.c_int64
     return int(f())
 

@@ -138,7 +138,8 @@ def format_report(info: Dict[str, Any]) -> str:
     add(f"  triton        {t['version'] or 'not installed'}, "
         + ("importable" if t["importable"] else f"not importable ({t['error']})"))
     add("")
-    add("Build config (cnnkernels/lib/_build_config.json)")
+    add(f"Build config ({L.LIB_DIR / '_build_config.json'})" if os.environ.get(L.LIBRARY_DIR_ENV)
+        else "Build config (cnnkernels/lib/_build_config.json)")
     if b is None:
         add("  none: the compiled library was not built or installed")
     else:

@@ -7,6 +7,7 @@ library state of this process is never touched."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from buildutil import PACKAGE_DIR, run_python, skip_or_fail, subprocess_env
 PROBE = r"""
 import json, sys, warnings
 import torch  # torch's own import-time warnings are not ours
+#PREAMBLE
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import cnnkernels
@@ -38,8 +40,9 @@ print(json.dumps({
 """
 
 
-def _probe(tmp_path: Path, package_parent: Path, **env) -> dict:
-    r = run_python(["-c", PROBE], cwd=tmp_path, env=subprocess_env(package_parent, **env))
+def _probe(tmp_path: Path, package_parent: Path, preamble: str = "", **env) -> dict:
+    code = PROBE.replace("#PREAMBLE\n", preamble)
+    r = run_python(["-c", code], cwd=tmp_path, env=subprocess_env(package_parent, **env))
     assert r.returncode == 0, f"probe failed:\n{r.stdout}\n{r.stderr}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -83,6 +86,16 @@ def test_built_against_other_torch(tmp_path, package_copy):
     _set_config(package_copy, torch_version="2.0.0")
     res = _probe(tmp_path, package_copy.parent)
     _assert_reference_fallback(res, package_copy, "built against torch 2.0.0", torch.__version__)
+
+
+def test_same_release_other_local_version_loads(tmp_path, package_copy):
+    # Only the release is compared: a library built against torch X.Y.Z+cpu loads into X.Y.Z+cu130 and vice versa.
+    if not (package_copy / "lib" / "libcnnkernels_cpu.so").exists():
+        skip_or_fail("the package under test has no compiled library")
+    release = torch.__version__.split("+")[0]
+    _set_config(package_copy, torch_version=release + ("+cpu" if "+cpu" not in torch.__version__ else "+cu999"))
+    res = _probe(tmp_path, package_copy.parent)
+    assert res["warnings"] == [] and res["cpu"], res
 
 
 def test_missing_library(tmp_path, package_copy):
@@ -145,4 +158,21 @@ def test_loads_compiled_when_intact(tmp_path, package_copy):
     res = _probe(tmp_path, package_copy.parent)
     assert res["warnings"] == [] and res["cpu"], res
     assert res["backends"]["add_relu"]["CPU"] == "compiled"
+    assert res["add_relu_ok"] and res["conv_ok"]
+
+
+def test_ops_already_registered_by_another_copy(tmp_path):
+    """A plain-CMake build loaded with torch.ops.load_library (as the README shows) before `import cnnkernels`: the
+    package must not load its own copy too (a second TORCH_LIBRARY(cnnkernels) aborts the process during dlopen);
+    it uses the loaded one and says so in one warning."""
+    if not (PACKAGE_DIR / "lib" / "libcnnkernels_cpu.so").exists() or "CNNKERNELS_LIBRARY_DIR" in os.environ:
+        skip_or_fail("the package under test has no compiled library in lib/")
+    other = tmp_path / "plain"
+    shutil.copytree(PACKAGE_DIR / "lib", other)
+    code = f"torch.ops.load_library({str(other / 'libcnnkernels_cpu.so')!r})\n"
+    res = _probe(tmp_path, PACKAGE_DIR.parent, preamble=code)
+    assert len(res["warnings"]) == 1, res["warnings"]
+    category, message = res["warnings"][0]
+    assert category == "RuntimeWarning" and "already registered" in message and str(other) in message, message
+    assert res["cpu"] and res["backends"]["add_relu"]["CPU"] == "compiled"
     assert res["add_relu_ok"] and res["conv_ok"]

@@ -40,16 +40,27 @@ def parse_activation(op: str, arg: str, value: str) -> str:
     return value
 
 
+def _check_tensor(op: str, t, arg: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"cnnkernels.{op}: {arg} must be a tensor, got None")
+
+
 def check_input(op: str, input: torch.Tensor, arg: str = "input") -> None:
+    _check_tensor(op, input, arg)
     if input.dim() != 4:
         raise ValueError(f"cnnkernels.{op}: {arg} must be a 4-D tensor [N, C, H, W], got {input.dim()}-D shape "
                          f"{_shape(input)}")
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"cnnkernels.{op}: {arg} must be float32, float16, bfloat16 or float64, got "
                         f"{_dtype(input.dtype)}")
+    if input.shape[1] == 0:
+        raise ValueError(f"cnnkernels.{op}: {arg} must have at least one channel, got shape {_shape(input)}")
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        raise ValueError(f"cnnkernels.{op}: {arg} spatial size must be non-zero, got {input.shape[2]}x{input.shape[3]}")
 
 
 def check_like(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str) -> None:
+    _check_tensor(op, t, arg)
     if t.dtype != ref.dtype:
         raise TypeError(f"cnnkernels.{op}: {arg} must have the input's dtype {_dtype(ref.dtype)}, got "
                         f"{_dtype(t.dtype)}")
@@ -57,8 +68,12 @@ def check_like(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str) -> None:
         raise ValueError(f"cnnkernels.{op}: {arg} must be on the input's device {ref.device}, got {t.device}")
 
 
-def check_bias(op: str, ref: torch.Tensor, bias: Optional[torch.Tensor], n: int, arg: str) -> None:
+def check_bias(op: str, ref: torch.Tensor, bias: Optional[torch.Tensor], n: int, arg: str,
+               required: bool = False) -> None:
+    """`required`: a Tensor (not Tensor?) argument of the schema, for which None is an error as in the C++ checks."""
     if bias is None:
+        if required:
+            _check_tensor(op, bias, arg)
         return
     check_like(op, ref, bias, arg)
     if bias.dim() != 1 or bias.shape[0] != n:
@@ -133,6 +148,7 @@ def check_pointwise(op: str, ref: torch.Tensor, weight: torch.Tensor, arg: str, 
 
 
 def check_add_relu(input: torch.Tensor, residual: torch.Tensor) -> None:
+    _check_tensor("add_relu", input, "input")
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got "
                         f"{_dtype(input.dtype)}")
@@ -145,3 +161,21 @@ def check_add_relu(input: torch.Tensor, residual: torch.Tensor) -> None:
 def output_memory_format(input: torch.Tensor) -> torch.memory_format:
     """The layout every kernel writes its output in (same rule as at::Tensor::suggest_memory_format)."""
     return suggest_memory_format(input)
+
+
+def empty_output(input: torch.Tensor, shape) -> torch.Tensor:
+    """The op's output as the compiled kernels allocate it, at::empty(shape, memory_format=output_memory_format(input)):
+    strides canonical for that format even where the shape makes it ambiguous (one channel, 1x1 maps), which
+    `new_empty(shape).contiguous(memory_format=...)` would leave in the contiguous layout."""
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=output_memory_format(input))
+
+
+def as_output(input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`y` (a reference result) with exactly empty_output's strides; copies only when the layout really differs."""
+    fmt = output_memory_format(input)
+    strides = torch.empty(y.shape, device="meta", memory_format=fmt).stride()
+    if y.stride() == strides:
+        return y
+    if y.is_contiguous(memory_format=fmt):  # differs in the strides of size-1 dims only
+        return y.as_strided(y.shape, strides)
+    return torch.empty_strided(y.shape, strides, dtype=y.dtype, device=y.device).copy_(y)

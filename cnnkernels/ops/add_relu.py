@@ -6,7 +6,7 @@ import torch
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
-from cnnkernels.ops._checks import check_add_relu, output_memory_format
+from cnnkernels.ops._checks import as_output, check_add_relu, empty_output
 
 
 def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -15,7 +15,7 @@ def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Ten
 
 def _fallback(input, residual):
     check_add_relu(input, residual)
-    return add_relu_reference(input, residual).contiguous(memory_format=output_memory_format(input))
+    return as_output(input, add_relu_reference(input, residual))
 
 
 register_reference_where_missing("add_relu", _fallback)
@@ -24,7 +24,7 @@ register_reference_where_missing("add_relu", _fallback)
 @torch.library.register_fake("cnnkernels::add_relu")
 def _fake(input, residual):
     check_add_relu(input, residual)
-    return torch.empty_like(input, memory_format=output_memory_format(input))
+    return empty_output(input, input.shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import check_bias, check_conv, check_shape, output_memory_format, parse_activation
+from cnnkernels.ops._checks import as_output, check_bias, check_conv, check_shape, empty_output, parse_activation
 
 OP = "conv2d_act"
 
@@ -37,7 +37,7 @@ def conv2d_act_reference(input: torch.Tensor, weight: torch.Tensor, bias: Option
 def _fallback(input, weight, bias, residual, stride, padding, dilation, groups, activation):
     _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
     y = conv2d_act_reference(input, weight, bias, residual, stride, padding, dilation, groups, activation)
-    return y.contiguous(memory_format=output_memory_format(input))
+    return as_output(input, y)
 
 
 register_reference_where_missing(OP, _fallback)
@@ -46,7 +46,7 @@ register_reference_where_missing(OP, _fallback)
 @torch.library.register_fake("cnnkernels::conv2d_act")
 def _fake(input, weight, bias, residual, stride, padding, dilation, groups, activation):
     g = _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
-    return input.new_empty((g.N, g.Cout, g.Ho, g.Wo)).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, (g.N, g.Cout, g.Ho, g.Wo))
 
 
 def _setup_context(ctx, inputs, output):

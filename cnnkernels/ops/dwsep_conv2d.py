@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (_shape, check_bias, check_conv, check_input, check_pointwise,
-                                    output_memory_format, parse_activation)
+from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_conv, check_input, check_pointwise,
+                                    empty_output, parse_activation)
 
 OP = "dwsep_conv2d"
 
@@ -51,7 +51,7 @@ def _fallback(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, di
     _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation)
     y = dwsep_conv2d_reference(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
                                dw_activation, pw_activation)
-    return y.contiguous(memory_format=output_memory_format(input))
+    return as_output(input, y)
 
 
 register_reference_where_missing(OP, _fallback)
@@ -61,7 +61,7 @@ register_reference_where_missing(OP, _fallback)
 def _fake(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
     shape = _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
                    pw_activation)
-    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, conv_backward
-from cnnkernels.ops._checks import _shape, check_bias, check_input, check_like, check_pointwise, output_memory_format
+from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
+                                    empty_output)
 
 OP = "inception_block"
 _POOL = ([3, 3], [1, 1], [1, 1], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
@@ -28,20 +29,18 @@ def _check_spatial(input, weight, arg, cin):
 def _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
     check_input(OP, input)
     N, C, H, W = input.shape
-    if H == 0 or W == 0:
-        raise ValueError(f"cnnkernels.{OP}: input spatial size must be non-zero, got {H}x{W}")
     c1 = check_pointwise(OP, input, w1, "w1", C)
-    check_bias(OP, input, b1, c1, "b1")
+    check_bias(OP, input, b1, c1, "b1", required=True)
     c2r = check_pointwise(OP, input, w2_reduce, "w2_reduce", C)
-    check_bias(OP, input, b2_reduce, c2r, "b2_reduce")
+    check_bias(OP, input, b2_reduce, c2r, "b2_reduce", required=True)
     c2 = _check_spatial(input, w2, "w2", c2r)
-    check_bias(OP, input, b2, c2, "b2")
+    check_bias(OP, input, b2, c2, "b2", required=True)
     c3r = check_pointwise(OP, input, w3_reduce, "w3_reduce", C)
-    check_bias(OP, input, b3_reduce, c3r, "b3_reduce")
+    check_bias(OP, input, b3_reduce, c3r, "b3_reduce", required=True)
     c3 = _check_spatial(input, w3, "w3", c3r)
-    check_bias(OP, input, b3, c3, "b3")
+    check_bias(OP, input, b3, c3, "b3", required=True)
     c4 = check_pointwise(OP, input, w4, "w4", C)
-    check_bias(OP, input, b4, c4, "b4")
+    check_bias(OP, input, b4, c4, "b4", required=True)
     return N, c1 + c2 + c3 + c4, H, W
 
 
@@ -71,7 +70,7 @@ def inception_block_reference(input: torch.Tensor, w1: torch.Tensor, b1: torch.T
 
 def _fallback(*args):
     _check(*args)
-    return inception_block_reference(*args).contiguous(memory_format=output_memory_format(args[0]))
+    return as_output(args[0], inception_block_reference(*args))
 
 
 register_reference_where_missing(OP, _fallback)
@@ -80,7 +79,7 @@ register_reference_where_missing(OP, _fallback)
 @torch.library.register_fake("cnnkernels::inception_block")
 def _fake(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
     shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
-    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, shape)
 
 
 def _setup_context(ctx, inputs, output):

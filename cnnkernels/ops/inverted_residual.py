@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (_shape, check_bias, check_input, check_like, check_pointwise,
-                                    output_memory_format, parse_activation)
+from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
+                                    empty_output, parse_activation)
 
 OP = "inverted_residual"
 
@@ -21,8 +21,6 @@ def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight
            activation):
     check_input(OP, input)
     N, C, H, W = input.shape
-    if H == 0 or W == 0:
-        raise ValueError(f"cnnkernels.{OP}: input spatial size must be non-zero, got {H}x{W}")
     if expand_weight is not None:
         hidden = check_pointwise(OP, input, expand_weight, "expand_weight", C)
         check_bias(OP, input, expand_bias, hidden, "expand_bias")
@@ -37,9 +35,9 @@ def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight
             or dw_weight.shape[2] % 2 != 1 or dw_weight.shape[3] % 2 != 1:
         raise ValueError(f"cnnkernels.{OP}: dw_weight must have shape [{hidden}, 1, kH, kW] with odd kH and kW, got "
                          f"shape {_shape(dw_weight)}")
-    check_bias(OP, input, dw_bias, hidden, "dw_bias")
+    check_bias(OP, input, dw_bias, hidden, "dw_bias", required=True)
     Cout = check_pointwise(OP, input, project_weight, "project_weight", hidden)
-    check_bias(OP, input, project_bias, Cout, "project_bias")
+    check_bias(OP, input, project_bias, Cout, "project_bias", required=True)
     if residual and (stride != 1 or Cout != C):
         raise ValueError(f"cnnkernels.{OP}: residual=True needs stride 1 and as many output as input channels, got "
                          f"stride {stride}, {C} -> {Cout} channels")
@@ -79,7 +77,7 @@ def _fallback(input, expand_weight, expand_bias, dw_weight, dw_bias, project_wei
            activation)
     y = inverted_residual_reference(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
                                     project_bias, stride, residual, activation)
-    return y.contiguous(memory_format=output_memory_format(input))
+    return as_output(input, y)
 
 
 register_reference_where_missing(OP, _fallback)
@@ -90,7 +88,7 @@ def _fake(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
           activation):
     shape = _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
                    residual, activation)
-    return input.new_empty(shape).contiguous(memory_format=output_memory_format(input))
+    return empty_output(input, shape)
 
 
 def _setup_context(ctx, inputs, output):

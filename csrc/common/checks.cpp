@@ -11,15 +11,27 @@ Activation parse_activation(const char* op, const char* arg, std::string_view va
   TORCH_CHECK_VALUE(false, "cnnkernels.", op, ": ", arg, " must be one of 'none', 'relu', 'relu6', got '", value, "'");
 }
 
+// None passed for a Tensor argument reaches the kernels as an undefined tensor.
+static void check_defined(const char* op, const at::Tensor& t, const char* arg) {
+  TORCH_CHECK_TYPE(t.defined(), "cnnkernels.", op, ": ", arg, " must be a tensor, got None");
+}
+
 void check_input(const char* op, const at::Tensor& input, const char* arg) {
+  check_defined(op, input, arg);
   TORCH_CHECK_VALUE(input.dim() == 4, "cnnkernels.", op, ": ", arg, " must be a 4-D tensor [N, C, H, W], got ",
                     input.dim(), "-D shape ", input.sizes());
   const auto dt = input.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, "cnnkernels.", op,
                    ": ", arg, " must be float32, float16, bfloat16 or float64, got ", dt);
+  // Zero channels or an empty map (F.conv2d: an oddly shaped empty result, resp. an error): rejected, not computed.
+  TORCH_CHECK_VALUE(input.size(1) > 0, "cnnkernels.", op, ": ", arg, " must have at least one channel, got shape ",
+                    input.sizes());
+  TORCH_CHECK_VALUE(input.size(2) > 0 && input.size(3) > 0, "cnnkernels.", op, ": ", arg,
+                    " spatial size must be non-zero, got ", input.size(2), "x", input.size(3));
 }
 
 void check_like(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* arg) {
+  check_defined(op, t, arg);
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "cnnkernels.", op, ": ", arg, " must have the input's dtype ",
                    ref.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == ref.device(), "cnnkernels.", op, ": ", arg, " must be on the input's device ",
@@ -85,6 +97,7 @@ int64_t check_pointwise(const char* op, const at::Tensor& ref, const at::Tensor&
 }
 
 void check_add_relu(const at::Tensor& input, const at::Tensor& residual) {
+  check_defined("add_relu", input, "input");
   const auto dt = input.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
                    "cnnkernels.add_relu: input must be float32, float16, bfloat16 or float64, got ", dt);

@@ -42,8 +42,6 @@ IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::
   check_input(op, input);
   IRGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
-  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inverted_residual: input spatial size must be non-zero, got ", g.H,
-                    "x", g.W);
   g.expand = expand_weight.has_value();
   if (g.expand) {
     g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
@@ -92,8 +90,6 @@ IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at:
   check_input(op, input);
   IncGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
-  TORCH_CHECK_VALUE(g.H > 0 && g.W > 0, "cnnkernels.inception_block: input spatial size must be non-zero, got ", g.H,
-                    "x", g.W);
   g.c1 = check_pointwise(op, input, w1, "w1", g.C);
   check_bias(op, input, b1, g.c1, "b1");
   g.c2r = check_pointwise(op, input, w2_reduce, "w2_reduce", g.C);

@@ -129,8 +129,11 @@ at::Tensor packed_depthwise_weight(const at::Tensor& weight) {
 }
 
 int64_t weight_cache_size() {
+  // Live entries only: those of freed weights are unusable and are dropped at the next insertion anyway.
   std::lock_guard<std::mutex> g(mu);
-  return static_cast<int64_t>(cache.size());
+  int64_t live = 0;
+  for (const auto& kv : cache) live += !kv.second.storage.expired();
+  return live;
 }
 
 void weight_cache_clear() {
@@ -144,6 +147,9 @@ void weight_cache_clear() {
 
 extern "C" __attribute__((visibility("default"))) int64_t cnnkernels_weight_cache_size() {
   return cnnkernels::cpu::weight_cache_size();
+}
+extern "C" __attribute__((visibility("default"))) int64_t cnnkernels_weight_cache_capacity() {
+  return static_cast<int64_t>(cnnkernels::cpu::kMaxEntries);
 }
 extern "C" __attribute__((visibility("default"))) void cnnkernels_weight_cache_clear() {
   cnnkernels::cpu::weight_cache_clear();

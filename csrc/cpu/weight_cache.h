@@ -15,7 +15,7 @@ at::Tensor packed_conv_weight(const at::Tensor& weight, int64_t groups, int64_t 
 // Depthwise [C, 1, kH, kW] -> fp32 [kH*kW][C].
 at::Tensor packed_depthwise_weight(const at::Tensor& weight);
 
-// Entries currently cached (for tests and cnnkernels.info).
+// Cached entries whose weight is still alive (for tests and cnnkernels.info).
 int64_t weight_cache_size();
 void weight_cache_clear();
 
