@@ -4,6 +4,9 @@ An `OpSpec` knows, for one cnnkernels op, how to make random weights (BatchNorm 
 plain torch.nn.functional composition the op replaces (`eager`), and the fused call (`fused`). A `Case` is one layer:
 an op, its input size and the op's parameters. Batch size and dtype come from the command line.
 
+Each op also defines its work once, from the same shapes: `flops` (2 x the multiply-adds of its convolutions) and
+`min_bytes` (every input, weight and the output moved once), from which run.py derives achieved GFLOP/s and GB/s.
+
 Layer names follow torchvision's module paths (resnet18, resnet50, mobilenet_v2, googlenet). torchvision has no
 MobileNet v1: its names follow the usual `features` Sequential of separate layers [conv, dw, pw, dw, pw, ...], and a
 depthwise-separable case is named after its pointwise layer.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from math import prod
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from cnnkernels.ops._act import apply_activation as _act
 
 Tensors = Dict[str, Optional[torch.Tensor]]
+Shapes = Dict[str, Optional[Tuple[int, ...]]]
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,38 @@ class Case:
     def describe(self) -> str:
         return self.spec.describe(self)
 
+    def flops(self, batch: int) -> int:
+        return self.spec.flops(self, batch)
 
-def _conv_w(g: torch.Generator, cout: int, cin_per_group: int, k: int) -> torch.Tensor:
+    def min_bytes(self, batch: int, itemsize: int) -> int:
+        return self.spec.min_bytes(self, batch, itemsize)
+
+
+def _conv_w(g: torch.Generator, shape: Tuple[int, ...]) -> torch.Tensor:
     # He initialisation keeps activations O(1) through the blocks, so tolerances stay meaningful
-    std = (2.0 / (cin_per_group * k * k)) ** 0.5
-    return torch.randn(cout, cin_per_group, k, k, generator=g) * std
+    std = (2.0 / prod(shape[1:])) ** 0.5
+    return torch.randn(shape, generator=g) * std
 
 
-def _bias(g: torch.Generator, n: int) -> torch.Tensor:
-    return torch.randn(n, generator=g) * 0.1  # a folded BatchNorm shift: never zero
+def _bias(g: torch.Generator, shape: Tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=g) * 0.1  # a folded BatchNorm shift: never zero
+
+
+def out_size(size: int, k: int, stride: int = 1, pad: int = 0) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _taps(size: int, k: int, stride: int, pad: int) -> int:
+    """Kernel taps that land inside the input, summed over the output positions along one dimension."""
+    return sum(sum(1 for i in range(k) if 0 <= o * stride - pad + i < size)
+               for o in range(out_size(size, k, stride, pad)))
+
+
+def conv_flops(batch: int, cin: int, cout: int, hw: int, k: int, stride: int = 1, pad: int = 0,
+               groups: int = 1) -> int:
+    """2 x multiply-adds of a square conv, counting only real work: taps on the zero padding are left out (they are
+    ~18% of a 3x3 conv at 7x7), and a grouped/depthwise conv only its cin/groups inputs per output channel."""
+    return 2 * batch * cout * (cin // groups) * _taps(hw, k, stride, pad) ** 2
 
 
 class OpSpec:
@@ -57,12 +85,36 @@ class OpSpec:
 
     op: str
 
-    def weights(self, case: Case, g: torch.Generator) -> Tensors:
+    def weight_shapes(self, case: Case) -> Shapes:
+        """Conv weights (4-d) and biases (1-d) by argument name; None for an absent optional weight."""
         raise NotImplementedError
 
-    def activations(self, case: Case, x_shape, g: torch.Generator) -> Tensors:
+    def weights(self, case: Case, g: torch.Generator) -> Tensors:
+        return {k: None if s is None else (_conv_w(g, s) if len(s) == 4 else _bias(g, s))
+                for k, s in self.weight_shapes(case).items()}
+
+    def activation_shapes(self, case: Case, x_shape) -> Shapes:
         """Activation-like extra inputs (a residual): they follow the input's layout in every provider."""
         return {}
+
+    def activations(self, case: Case, x_shape, g: torch.Generator) -> Tensors:
+        return {k: torch.randn(s, generator=g) for k, s in self.activation_shapes(case, x_shape).items()}
+
+    def out_shape(self, case: Case, batch: int) -> Tuple[int, ...]:
+        raise NotImplementedError
+
+    def flops(self, case: Case, batch: int) -> int:
+        """2 x the multiply-adds of the op's convs (conv_flops); biases, activations, adds and pooling are not
+        counted (at most a few % of a conv's work). 0 for an op without convs."""
+        raise NotImplementedError
+
+    def min_bytes(self, case: Case, batch: int, itemsize: int) -> int:
+        """Input, extra activations, weights and output each moved once: the least memory traffic of any
+        implementation (fused intermediates never leave the cache)."""
+        x = case.input_shape(batch)
+        shapes = [x, self.out_shape(case, batch)] + list(self.activation_shapes(case, x).values()) \
+            + [s for s in self.weight_shapes(case).values() if s is not None]
+        return itemsize * sum(prod(s) for s in shapes)
 
     def eager(self, case: Case, x: torch.Tensor, acts: Tensors, w: Tensors) -> torch.Tensor:
         raise NotImplementedError
@@ -101,11 +153,17 @@ def _schema_arg_names(op: str) -> List[str]:
 class AddRelu(OpSpec):
     op = "add_relu"
 
-    def weights(self, case, g):
+    def weight_shapes(self, case):
         return {}
 
-    def activations(self, case, x_shape, g):
-        return {"residual": torch.randn(x_shape, generator=g)}
+    def activation_shapes(self, case, x_shape):
+        return {"residual": tuple(x_shape)}
+
+    def out_shape(self, case, batch):
+        return case.input_shape(batch)
+
+    def flops(self, case, batch):
+        return 0  # memory-bound: judged by GB/s
 
     def eager(self, case, x, acts, w):
         return F.relu(x + acts["residual"])
@@ -123,18 +181,25 @@ class Conv2dAct(OpSpec):
     op = "conv2d_act"
 
     def _out_hw(self, case):
-        k, s = case.params["k"], case.params.get("stride", 1)
-        return (case.hw + 2 * (k // 2) - k) // s + 1
+        k = case.params["k"]
+        return out_size(case.hw, k, case.params.get("stride", 1), k // 2)
 
-    def weights(self, case, g):
+    def weight_shapes(self, case):
         p = case.params
-        return {"weight": _conv_w(g, p["cout"], case.cin, p["k"]), "bias": _bias(g, p["cout"])}
+        return {"weight": (p["cout"], case.cin, p["k"], p["k"]), "bias": (p["cout"],)}
 
-    def activations(self, case, x_shape, g):
+    def activation_shapes(self, case, x_shape):
         if not case.params.get("residual"):
             return {}
+        return {"residual": self.out_shape(case, x_shape[0])}
+
+    def out_shape(self, case, batch):
         ho = self._out_hw(case)
-        return {"residual": torch.randn(x_shape[0], case.params["cout"], ho, ho, generator=g)}
+        return (batch, case.params["cout"], ho, ho)
+
+    def flops(self, case, batch):
+        p = case.params
+        return conv_flops(batch, case.cin, p["cout"], case.hw, p["k"], p.get("stride", 1), p["k"] // 2)
 
     def eager(self, case, x, acts, w):
         p = case.params
@@ -162,10 +227,18 @@ class DwsepConv2d(OpSpec):
 
     op = "dwsep_conv2d"
 
-    def weights(self, case, g):
-        p = case.params
-        return {"dw_weight": _conv_w(g, case.cin, 1, 3), "dw_bias": _bias(g, case.cin),
-                "pw_weight": _conv_w(g, p["cout"], case.cin, 1), "pw_bias": _bias(g, p["cout"])}
+    def weight_shapes(self, case):
+        c, cout = case.cin, case.params["cout"]
+        return {"dw_weight": (c, 1, 3, 3), "dw_bias": (c,), "pw_weight": (cout, c, 1, 1), "pw_bias": (cout,)}
+
+    def out_shape(self, case, batch):
+        ho = out_size(case.hw, 3, case.params["stride"], 1)
+        return (batch, case.params["cout"], ho, ho)
+
+    def flops(self, case, batch):
+        p, c = case.params, case.cin
+        ho = out_size(case.hw, 3, p["stride"], 1)
+        return conv_flops(batch, c, c, case.hw, 3, p["stride"], 1, groups=c) + conv_flops(batch, c, p["cout"], ho, 1)
 
     def eager(self, case, x, acts, w):
         p = case.params
@@ -195,14 +268,25 @@ class InvertedResidual(OpSpec):
     def _residual(self, case):
         return case.params["stride"] == 1 and case.cin == case.params["cout"]
 
-    def weights(self, case, g):
+    def weight_shapes(self, case):
         p, hid = case.params, self._hidden(case)
-        w = {"expand_weight": None, "expand_bias": None}
+        w: Shapes = {"expand_weight": None, "expand_bias": None}
         if p["expand"] != 1:
-            w = {"expand_weight": _conv_w(g, hid, case.cin, 1), "expand_bias": _bias(g, hid)}
-        w.update({"dw_weight": _conv_w(g, hid, 1, 3), "dw_bias": _bias(g, hid),
-                  "project_weight": _conv_w(g, p["cout"], hid, 1), "project_bias": _bias(g, p["cout"])})
+            w = {"expand_weight": (hid, case.cin, 1, 1), "expand_bias": (hid,)}
+        w.update({"dw_weight": (hid, 1, 3, 3), "dw_bias": (hid,),
+                  "project_weight": (p["cout"], hid, 1, 1), "project_bias": (p["cout"],)})
         return w
+
+    def out_shape(self, case, batch):
+        ho = out_size(case.hw, 3, case.params["stride"], 1)
+        return (batch, case.params["cout"], ho, ho)
+
+    def flops(self, case, batch):
+        p, hid = case.params, self._hidden(case)
+        ho = out_size(case.hw, 3, p["stride"], 1)
+        expand = conv_flops(batch, case.cin, hid, case.hw, 1) if p["expand"] != 1 else 0
+        return (expand + conv_flops(batch, hid, hid, case.hw, 3, p["stride"], 1, groups=hid)
+                + conv_flops(batch, hid, p["cout"], ho, 1))
 
     def eager(self, case, x, acts, w):
         p, hid = case.params, self._hidden(case)
@@ -231,14 +315,24 @@ class InceptionBlock(OpSpec):
 
     op = "inception_block"
 
-    def weights(self, case, g):
+    def weight_shapes(self, case):
         p, c = case.params, case.cin
-        return {"w1": _conv_w(g, p["c1"], c, 1), "b1": _bias(g, p["c1"]),
-                "w2_reduce": _conv_w(g, p["c3r"], c, 1), "b2_reduce": _bias(g, p["c3r"]),
-                "w2": _conv_w(g, p["c3"], p["c3r"], 3), "b2": _bias(g, p["c3"]),
-                "w3_reduce": _conv_w(g, p["c5r"], c, 1), "b3_reduce": _bias(g, p["c5r"]),
-                "w3": _conv_w(g, p["c5"], p["c5r"], 3), "b3": _bias(g, p["c5"]),
-                "w4": _conv_w(g, p["cp"], c, 1), "b4": _bias(g, p["cp"])}
+        return {"w1": (p["c1"], c, 1, 1), "b1": (p["c1"],),
+                "w2_reduce": (p["c3r"], c, 1, 1), "b2_reduce": (p["c3r"],),
+                "w2": (p["c3"], p["c3r"], 3, 3), "b2": (p["c3"],),
+                "w3_reduce": (p["c5r"], c, 1, 1), "b3_reduce": (p["c5r"],),
+                "w3": (p["c5"], p["c5r"], 3, 3), "b3": (p["c5"],),
+                "w4": (p["cp"], c, 1, 1), "b4": (p["cp"],)}
+
+    def out_shape(self, case, batch):
+        p = case.params
+        return (batch, p["c1"] + p["c3"] + p["c5"] + p["cp"], case.hw, case.hw)
+
+    def flops(self, case, batch):
+        p, c, hw = case.params, case.cin, case.hw
+        return (conv_flops(batch, c, p["c1"] + p["c3r"] + p["c5r"] + p["cp"], hw, 1)   # the four 1x1 convs
+                + conv_flops(batch, p["c3r"], p["c3"], hw, 3, pad=1)
+                + conv_flops(batch, p["c5r"], p["c5"], hw, 3, pad=1))
 
     def eager(self, case, x, acts, w):
         b1 = F.relu(F.conv2d(x, w["w1"], w["b1"]))

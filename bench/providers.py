@@ -1,11 +1,16 @@
 """Benchmark providers: ways of running one case. `prepare` returns a zero-argument callable doing one forward pass;
-run.py checks its output against the reference and times it (everything runs under torch.inference_mode()).
+run.py checks its output against the reference and times it (everything runs under torch.inference_mode()). The
+tensors handed to `prepare` are already on the benchmark's device.
 
-  cnnkernels   the fused op, channels_last input (weights as given: the op re-lays them out once and caches them)
-  eager-nchw   the torch.nn.functional composition the op replaces, NCHW input and weights
-  eager-cl     the same composition, channels_last input and weights
-  compile      torch.compile of that composition as a module with its weights as frozen parameters
-               (torch._inductor.config.freezing = True), channels_last; timed after compilation
+  cnnkernels          (CPU) the fused op, channels_last input (weights as given: the op re-lays them out once and
+                      caches them)
+  cnnkernels-cuda     (CUDA) the fused op under cnnkernels.use_backend("cuda"): its compiled CUDA kernel (or the
+                      reference where the library has none; marked * in the table)
+  cnnkernels-triton   (CUDA) the same under cnnkernels.use_backend("triton"): its Triton kernel
+  eager-nchw          the torch.nn.functional composition the op replaces, NCHW input and weights (cuDNN on CUDA)
+  eager-cl            the same composition, channels_last input and weights
+  compile             torch.compile of that composition as a module with its weights as frozen parameters
+                      (torch._inductor.config.freezing = True), channels_last; timed after compilation
 """
 
 from __future__ import annotations
@@ -33,23 +38,44 @@ class Provider:
         raise NotImplementedError
 
     def backend(self, case: Case) -> Optional[str]:
-        """For cnnkernels: which implementation served the case on CPU ("compiled" or "reference")."""
+        """For cnnkernels: which implementation serves the case ("compiled", "reference"; on CUDA "cuda", "triton")."""
         return None
 
 
 class Cnnkernels(Provider):
-    name = "cnnkernels"
+    """cuda_backend None: CPU tensors (the op's CPU kernel); else the CUDA backend chosen with use_backend()."""
+
+    def __init__(self, name: str = "cnnkernels", cuda_backend: Optional[str] = None):
+        self.name, self.cuda_backend = name, cuda_backend
 
     def prepare(self, case, x, acts, w):
+        import cnnkernels
+
         spec = case.spec
         fused = spec.fused_callable()
         kwargs = spec.op_args(case, _to(x, CL), {k: _to(v, CL) for k, v in acts.items()}, w)
-        return lambda: fused(**kwargs)
+        if self.cuda_backend is None:
+            return lambda: fused(**kwargs)
+        backend = self.cuda_backend
+
+        def run():
+            # use_backend is context-local, so it is entered per call (a contextvar set: ~1 us)
+            with cnnkernels.use_backend(backend):
+                return fused(**kwargs)
+        return run
 
     def backend(self, case):
-        from cnnkernels._library import BACKENDS
+        """What serves the case: on CPU "compiled" or "reference"; on CUDA what use_backend(cuda_backend) resolves
+        to: "cuda", "triton", or "reference" where the op has no compiled CUDA kernel."""
+        if self.cuda_backend is None:
+            from cnnkernels._library import BACKENDS
 
-        return BACKENDS.get(case.op, {}).get("CPU", "missing")
+            return BACKENDS.get(case.op, {}).get("CPU", "missing")
+        import cnnkernels
+        from cnnkernels.backends import backend_table
+
+        with cnnkernels.use_backend(self.cuda_backend):
+            return backend_table().get(case.op, {}).get("cuda")
 
 
 class Eager(Provider):
@@ -97,8 +123,13 @@ class Compile(Provider):
         return lambda: compiled(x, acts)
 
 
-def all_providers() -> List[Provider]:
-    return [Cnnkernels(), Eager("eager-nchw", torch.contiguous_format), Eager("eager-cl", CL), Compile()]
+def all_providers(device: str = "cpu") -> List[Provider]:
+    fused: List[Provider] = [Cnnkernels()]
+    if device == "cuda":
+        fused = [Cnnkernels("cnnkernels-cuda", "cuda"), Cnnkernels("cnnkernels-triton", "triton")]
+    return fused + [Eager("eager-nchw", torch.contiguous_format), Eager("eager-cl", CL), Compile()]
 
 
 PROVIDER_NAMES = [p.name for p in all_providers()]
+CUDA_PROVIDER_NAMES = [p.name for p in all_providers("cuda")]
+PEERS = ["eager-nchw", "eager-cl", "compile"]  # what cnnkernels is compared with
