@@ -128,12 +128,15 @@ inline Vec activate(Vec v, Activation act) {
 
 // Compile-time unrolling: indices are constants from the start, so arrays of accumulators indexed by them are split
 // into registers (a `#pragma unroll` happens too late for that and leaves a store per accumulator in the inner loop).
+// Hot helpers that take accumulator arrays by reference must be inlined, or the arrays live in memory.
+#define CNNKERNELS_INLINE inline __attribute__((always_inline))
+
 template <typename F, int... I>
-inline void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
+CNNKERNELS_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
   (f(std::integral_constant<int, I>{}), ...);
 }
 template <int N, typename F>
-inline void unroll(F&& f) {
+CNNKERNELS_INLINE void unroll(F&& f) {
   unroll_impl(f, std::make_integer_sequence<int, N>{});
 }
 
@@ -205,7 +208,7 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
 
 // Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the MR pixel pointers a_i.
 template <typename TX>
-inline void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, Vec (&acc0)[MR], Vec (&acc1)[MR]) {
+CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, Vec (&acc0)[MR], Vec (&acc1)[MR]) {
   for (int64_t c = 0; c < len; ++c, b += NR) {
     const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
     unroll<MR>([&](auto i) {
@@ -216,9 +219,19 @@ inline void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, 
   }
 }
 
-template <typename TX, typename TY>
-void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
+// Accumulates the conv over pixels [p0, p0 + mr) into the accumulators (bias already in them).
+template <typename TX>
+CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, const TX* zero, Vec (&acc0)[MR],
+                     Vec (&acc1)[MR]) {
   const int64_t Wo = a.y.Wo, Cin = a.Cin, W = a.x.W;
+  if (a.kH == 1 && a.kW == 1 && a.sH == 1 && a.sW == 1 && a.pH == 0 && a.pW == 0 && a.x.ring == 0) {
+    // A plain GEMM (the 1x1 convs of every fused op): output pixel p reads input pixel p, rows are contiguous.
+    const TX* base = static_cast<const TX*>(a.x.data) + (p0 - a.x.row0 * W) * a.x.ld;
+    const TX* ap[MR];
+    unroll<MR>([&](auto i) { ap[i] = i < mr ? base + i * a.x.ld : zero; });
+    conv_reduce<TX>(ap, panel, Cin, acc0, acc1);
+    return;
+  }
   // Pixel coordinates by stepping, not dividing: one division per tile instead of MR (they cost as much as a
   // short reduction).
   int64_t ohs[MR], ows[MR];
@@ -233,14 +246,6 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, in
       }
     });
   }
-  // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
-  const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
-  const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
-  Vec acc0[MR], acc1[MR];
-  unroll<MR>([&](auto i) {
-    acc0[i] = bias0;
-    acc1[i] = bias1;
-  });
   // With unit dilation and densely packed channels, one kernel row's (kw, c) taps are contiguous both in the input and
   // in the panel: reduce over kW * Cin in one loop when every pixel's taps are inside the image.
   const bool merge_kw = a.dW == 1 && a.x.ld == Cin;
@@ -276,6 +281,20 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, in
       conv_reduce<TX>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
+}
+
+template <typename TX, typename TY>
+void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
+  const int64_t Wo = a.y.Wo;
+  // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
+  const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
+  const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
+  Vec acc0[MR], acc1[MR];
+  unroll<MR>([&](auto i) {
+    acc0[i] = bias0;
+    acc1[i] = bias1;
+  });
+  conv_accumulate<TX>(a, panel, p0, mr, zero, acc0, acc1);
   if (mr == MR && nv == NR) {  // full tile: epilogue straight from the registers
     TY* y = static_cast<TY*>(a.y.data);
     const TY* res = static_cast<const TY*>(a.res);
@@ -363,8 +382,12 @@ void depthwise_rows_generic(const DwRowsArgs& a) {
 
 // K x K specialisation: per channel block the K*K filter vectors are loaded once per row and reused across the row's
 // pixels; interior pixels (all taps inside the image) run without bounds checks.
+constexpr int kDwPix = 4;
+
+// flatten: the nested unroll lambdas must all be inlined, or the accumulators they capture by reference live in memory
+// and every FMA becomes a load-FMA-store chain.
 template <typename TX, typename TY, int K>
-void depthwise_rows_k(const DwRowsArgs& a) {
+__attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
   const int64_t ld = a.x.ld, sW = a.sW, dW = a.dW, pW = a.pW;
@@ -400,17 +423,32 @@ void depthwise_rows_k(const DwRowsArgs& a) {
         });
         finish(ow, acc);
       };
-      for (int64_t ow = 0; ow < ow_lo; ++ow) edge(ow);
-      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
-        Vec acc = bias;
+      // Interior: kDwPix output pixels at once, so kDwPix independent FMA chains hide the FMA latency that a single
+      // K*K-long chain per pixel is bound by. `full` lets the common whole-vector case compile to plain loads.
+      auto interior = [&](auto full, auto npix, int64_t ow) __attribute__((always_inline)) {
+        constexpr int P = decltype(npix)::value;
+        const int n = decltype(full)::value ? V : cnt;
+        Vec acc[P];
+        unroll<P>([&](auto j) { acc[j] = bias; });
         const int64_t iw0 = ow * sW - pW;
         unroll<K>([&](auto kh) {
           if (!rows[kh]) return;
           const TX* p = rows[kh] + iw0 * ld + c0;
-          unroll<K>([&](auto kw) { acc = at::vec::fmadd(load(p + kw * dW * ld, cnt), w[kh * K + kw], acc); });
+          unroll<K>([&](auto kw) {
+            unroll<P>([&](auto j) {
+              acc[j] = at::vec::fmadd(load(p + (j * sW + kw * dW) * ld, n), w[kh * K + kw], acc[j]);
+            });
+          });
         });
-        finish(ow, acc);
-      }
+        unroll<P>([&](auto j) { finish(ow + j, acc[j]); });
+      };
+      auto run_interior = [&](auto full) {
+        int64_t ow = ow_lo;
+        for (; ow + kDwPix <= ow_hi; ow += kDwPix) interior(full, std::integral_constant<int, kDwPix>(), ow);
+        for (; ow < ow_hi; ++ow) interior(full, std::integral_constant<int, 1>(), ow);
+      };
+      for (int64_t ow = 0; ow < ow_lo; ++ow) edge(ow);
+      if (cnt == V) run_interior(std::true_type()); else run_interior(std::false_type());
       for (int64_t ow = ow_hi; ow < a.y.Wo; ++ow) edge(ow);
     }
   }
