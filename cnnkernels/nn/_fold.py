@@ -22,6 +22,7 @@ stay current.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -246,21 +247,25 @@ class FoldCacheMixin:
         self.__dict__.pop("_fold_state", None)
 
     def _fold_key(self):
+        # Runs on every eager call, so it walks `_modules` directly (Module.modules() builds prefix strings and a memo
+        # set, which cost more than the kernels of a small layer) and flattens the signature into one list.
         objects: List[Any] = []
         signature: List[Any] = []
-        for root in self._fold_scope():
-            for mod in root.modules():
-                objects.append(mod)
-                signature.append((mod.training, _norm_eps(mod)))
-                for t in mod._parameters.values():
+        stack = list(reversed(self._fold_scope()))
+        while stack:
+            mod = stack.pop()
+            objects.append(mod)
+            signature.append(mod.training)
+            signature.append(_norm_eps(mod))
+            for tensors in (mod._parameters, mod._buffers):
+                for t in tensors.values():
                     objects.append(t)
                     if t is not None:
-                        signature.append((t._version, t.data_ptr(), t.dtype, t.device, t.shape))
-                for t in mod._buffers.values():
-                    objects.append(t)
-                    if t is not None:
-                        signature.append((t._version, t.data_ptr(), t.dtype, t.device, t.shape))
-        return objects, tuple(signature)
+                        signature += (t._version, t.data_ptr(), t.dtype, t.device, t.shape)
+            children = mod._modules
+            if children:
+                stack.extend(c for c in reversed(children.values()) if c is not None)
+        return objects, signature
 
     def folded(self) -> Any:
         if torch.compiler.is_compiling():
@@ -275,7 +280,7 @@ class FoldCacheMixin:
             objects, signature = None, None
         state = self.__dict__.get("_fold_state")
         if objects is not None and state is not None and state.signature == signature \
-                and len(state.objects) == len(objects) and all(a is b for a, b in zip(state.objects, objects)):
+                and len(state.objects) == len(objects) and all(map(operator.is_, state.objects, objects)):
             return state.value
         if objects is None:
             # Inference-tensor weights (a model built under inference_mode): no version counters to validate a cache
