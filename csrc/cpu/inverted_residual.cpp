@@ -16,7 +16,7 @@ namespace cnnkernels::cpu {
 
 namespace {
 
-constexpr int64_t kMinBandPixels = 48;          // projection GEMM rows per call (small maps batch several rows)
+constexpr int64_t kMinBandPixels = 160;         // projection GEMM rows per call (small maps batch several rows)
 constexpr int64_t kBandBytes = 256 * 1024;      // depthwise band buffer per thread
 
 at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,

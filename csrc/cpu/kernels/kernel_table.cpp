@@ -207,20 +207,22 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
 }
 
 // Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the MR pixel pointers a_i.
-template <typename TX>
+// HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
+template <typename TX, bool HALF>
 CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, Vec (&acc0)[MR], Vec (&acc1)[MR]) {
   for (int64_t c = 0; c < len; ++c, b += NR) {
-    const Vec b0 = Vec::loadu(b), b1 = Vec::loadu(b + V);
+    const Vec b0 = Vec::loadu(b);
+    const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
     unroll<MR>([&](auto i) {
       const Vec av(to_float(ap[i][c]));
       acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
-      acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
+      if constexpr (!HALF) acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
     });
   }
 }
 
 // Accumulates the conv over pixels [p0, p0 + mr) into the accumulators (bias already in them).
-template <typename TX>
+template <typename TX, bool HALF>
 CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, const TX* zero, Vec (&acc0)[MR],
                      Vec (&acc1)[MR]) {
   const int64_t Wo = a.y.Wo, Cin = a.Cin, W = a.x.W;
@@ -229,7 +231,7 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
     const TX* base = static_cast<const TX*>(a.x.data) + (p0 - a.x.row0 * W) * a.x.ld;
     const TX* ap[MR];
     unroll<MR>([&](auto i) { ap[i] = i < mr ? base + i * a.x.ld : zero; });
-    conv_reduce<TX>(ap, panel, Cin, acc0, acc1);
+    conv_reduce<TX, HALF>(ap, panel, Cin, acc0, acc1);
     return;
   }
   // Pixel coordinates by stepping, not dividing: one division per tile instead of MR (they cost as much as a
@@ -268,7 +270,7 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
         ap[i] = rows[i] ? rows[i] + iw0 * Cin : zero;
       });
       if (inside) {
-        conv_reduce<TX>(ap, bk, a.kW * Cin, acc0, acc1);
+        conv_reduce<TX, HALF>(ap, bk, a.kW * Cin, acc0, acc1);
         continue;
       }
     }
@@ -278,7 +280,7 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
         const int64_t iw = ows[i] * a.sW - a.pW + kw * a.dW;
         ap[i] = (rows[i] && iw >= 0 && iw < W) ? rows[i] + iw * a.x.ld : zero;
       });
-      conv_reduce<TX>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
+      conv_reduce<TX, HALF>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
 }
@@ -294,7 +296,11 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, in
     acc0[i] = bias0;
     acc1[i] = bias1;
   });
-  conv_accumulate<TX>(a, panel, p0, mr, zero, acc0, acc1);
+  if (nv <= V) {
+    conv_accumulate<TX, true>(a, panel, p0, mr, zero, acc0, acc1);
+  } else {
+    conv_accumulate<TX, false>(a, panel, p0, mr, zero, acc0, acc1);
+  }
   if (mr == MR && nv == NR) {  // full tile: epilogue straight from the registers
     TY* y = static_cast<TY*>(a.y.data);
     const TY* res = static_cast<const TY*>(a.res);
