@@ -16,6 +16,7 @@ Outputs match the original model within fp32 rounding; the result is for inferen
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -178,11 +179,17 @@ class _InputMemoryFormat:
 
 
 def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional[torch.memory_format] =
-             torch.channels_last, verbose: bool = False) -> nn.Module:
+             torch.channels_last, freeze: bool = False, verbose: bool = False) -> nn.Module:
     """Returns an inference version of `model` (a cnnkernels model, a torchvision model, or any module tree holding
     torchvision-style blocks): BatchNorm folded into the convolutions, known blocks replaced by cnnkernels.nn modules
     that call the fused ops, parameters and inputs in `memory_format` (None: leave as they are). The model must be in
-    eval mode. It is deep-copied first unless inplace=True. verbose=True prints what was fused and folded."""
+    eval mode. It is deep-copied first unless inplace=True. verbose=True prints what was fused and folded.
+
+    freeze=True (like torch.compile's `freezing`): the CPU kernels' packed-weight cache trusts the weights' version
+    counters instead of re-reading every weight on every call to prove it unchanged, which saves one pass over the
+    model's weights per forward. Updates through optimizer steps, load_state_dict or in-place ops are still seen;
+    writes that bypass version counters (`w.data`, NumPy views) are not, until cnnkernels._library.weight_cache_clear().
+    Tensors the model gets later (e.g. after .to()) are not frozen."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"cnnkernels.optimize: `model` must be a torch.nn.Module, got {type(model).__name__}")
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
@@ -204,6 +211,9 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
         model.register_forward_pre_hook(_InputMemoryFormat(memory_format))
+    if freeze:
+        from cnnkernels._library import weight_cache_freeze
+        weight_cache_freeze(itertools.chain(model.parameters(), model.buffers()))
     if verbose:
         shown = [e for e in log if not any(e[0].startswith(o[0] + ".") for o in log if o is not e)]
         print(f"cnnkernels.optimize: {type(model).__name__}: {len(shown)} fused modules, {n_folded} BatchNorm layers "

@@ -39,6 +39,7 @@ struct KeyHash {
 struct Entry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;  // expired => the weight was freed; its address may be reused
   uint64_t fingerprint;
+  int64_t version;  // the weight's version counter when packed (-1: an inference tensor, which has none)
   at::Tensor packed;
   std::list<Key>::iterator lru;
 };
@@ -48,6 +49,9 @@ constexpr size_t kMaxEntries = 1024;
 constexpr int64_t kMaxBytes = int64_t(1) << 30;
 
 std::mutex mu;
+// Storages of frozen weights (weight_cache_freeze): for them an unchanged version counter is taken as proof that the
+// data is unchanged, and the fingerprint is skipped. The weak reference keeps the address from being reused.
+std::unordered_map<const c10::StorageImpl*, c10::weak_intrusive_ptr<c10::StorageImpl>> frozen;
 std::list<Key> lru;  // most recently used at the front
 std::unordered_map<Key, Entry, KeyHash> cache;
 int64_t cached_bytes = 0;
@@ -79,12 +83,25 @@ template <typename Pack>
 at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack) {
   Key key{w.storage().unsafeGetStorageImpl(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
           static_cast<int>(w.scalar_type()), kind, groups, panel};
+  const int64_t version = w.is_inference() ? -1 : static_cast<int64_t>(w._version());
+  {
+    std::lock_guard<std::mutex> g(mu);
+    auto f = frozen.find(static_cast<const c10::StorageImpl*>(key.storage));
+    if (version >= 0 && f != frozen.end() && !f->second.expired()) {
+      auto it = cache.find(key);
+      if (it != cache.end() && !it->second.storage.expired() && it->second.version == version) {
+        lru.splice(lru.begin(), lru, it->second.lru);
+        return it->second.packed;
+      }
+    }
+  }
   const uint64_t fp = fingerprint_of(w);
   {
     std::lock_guard<std::mutex> g(mu);
     auto it = cache.find(key);
     if (it != cache.end()) {
       if (!it->second.storage.expired() && it->second.fingerprint == fp) {
+        it->second.version = version;
         lru.splice(lru.begin(), lru, it->second.lru);
         return it->second.packed;
       }
@@ -101,7 +118,7 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
     it = next;
   }
   lru.push_front(key);
-  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp, packed,
+  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp, version, packed,
                            lru.begin()});
   cached_bytes += packed.nbytes();
   while (cache.size() > kMaxEntries || (cached_bytes > kMaxBytes && cache.size() > 1)) erase(cache.find(lru.back()));
@@ -136,8 +153,24 @@ int64_t weight_cache_size() {
   return live;
 }
 
+void weight_cache_freeze(c10::StorageImpl* storage) {
+  std::lock_guard<std::mutex> g(mu);
+  for (auto it = frozen.begin(); it != frozen.end();) it = it->second.expired() ? frozen.erase(it) : std::next(it);
+  // The caller holds a tensor on this storage, so it is alive: take a (counted) reference to make the weak one from.
+  auto strong = c10::intrusive_ptr<c10::StorageImpl>::unsafe_reclaim_from_nonowning(storage);
+  frozen.insert_or_assign(storage, c10::weak_intrusive_ptr<c10::StorageImpl>(strong));
+}
+
+int64_t weight_cache_frozen_count() {
+  std::lock_guard<std::mutex> g(mu);
+  int64_t live = 0;
+  for (const auto& kv : frozen) live += !kv.second.expired();
+  return live;
+}
+
 void weight_cache_clear() {
   std::lock_guard<std::mutex> g(mu);
+  frozen.clear();
   cache.clear();
   lru.clear();
   cached_bytes = 0;
@@ -150,6 +183,12 @@ extern "C" __attribute__((visibility("default"))) int64_t cnnkernels_weight_cach
 }
 extern "C" __attribute__((visibility("default"))) int64_t cnnkernels_weight_cache_capacity() {
   return static_cast<int64_t>(cnnkernels::cpu::kMaxEntries);
+}
+extern "C" __attribute__((visibility("default"))) void cnnkernels_weight_cache_freeze(void* storage_impl) {
+  cnnkernels::cpu::weight_cache_freeze(static_cast<c10::StorageImpl*>(storage_impl));
+}
+extern "C" __attribute__((visibility("default"))) int64_t cnnkernels_weight_cache_frozen_count() {
+  return cnnkernels::cpu::weight_cache_frozen_count();
 }
 extern "C" __attribute__((visibility("default"))) void cnnkernels_weight_cache_clear() {
   cnnkernels::cpu::weight_cache_clear();

@@ -17,6 +17,13 @@ at::Tensor packed_depthwise_weight(const at::Tensor& weight);
 
 // Cached entries whose weight is still alive (for tests and cnnkernels.info).
 int64_t weight_cache_size();
+// Clears every entry and every freeze.
 void weight_cache_clear();
+
+// Marks a weight's storage frozen (cnnkernels.optimize(freeze=True)): its cache hits then trust the version counter
+// instead of fingerprinting the data, as torch.compile's freezing trusts weights not to change. Writes that bypass the
+// version counter (`.data`, NumPy views) are not seen for frozen weights until weight_cache_clear().
+void weight_cache_freeze(c10::StorageImpl* storage);
+int64_t weight_cache_frozen_count();
 
 }  // namespace cnnkernels::cpu
