@@ -2,8 +2,9 @@
 user would otherwise deploy the same torchvision network on CPU, fp32.
 
 Providers
-  cnnkernels    cnnkernels.optimize(model) of the cnnkernels model loaded from the torchvision model's state_dict
-                (BN folded, fused blocks, channels_last), channels_last input
+  cnnkernels    cnnkernels.optimize(model, freeze=True) of the cnnkernels model loaded from the torchvision model's
+                state_dict (BN folded, fused blocks, channels_last; freeze=True trusts the weights' version counters,
+                as compile's freezing trusts the weights), channels_last input
   eager-nchw    the torchvision model, eval(), under torch.inference_mode(), NCHW input
   eager-cl      the same with model and input in channels_last
   compile       torch.compile of the torchvision model with torch._inductor.config.freezing = True, channels_last,
@@ -196,7 +197,7 @@ def _stats(r: ModelResult) -> None:
 
 def prepare_torch(provider: str, ref: nn.Module, ck: nn.Module, x: torch.Tensor):
     if provider == "cnnkernels":
-        model = cnnkernels.optimize(ck)  # channels_last by default
+        model = cnnkernels.optimize(ck, freeze=True)  # channels_last by default; frozen like compile's weights
         xc = x.contiguous(memory_format=CL)
         return lambda: model(xc)
     if provider == "eager-nchw":
