@@ -31,6 +31,14 @@ def pytest_configure(config):
         assert Path(cnnkernels.__file__).resolve().parent == Path(expected), (cnnkernels.__file__, expected)
 
 
+@pytest.fixture
+def empty_cache():
+    """The CPU kernels' packed-weight cache, cleared before and after the test."""
+    _library.weight_cache_clear()
+    yield
+    _library.weight_cache_clear()
+
+
 def pytest_report_header(config):
     state = _library.STATE
     how = f"compiled CPU kernels ({_library.cpu_isa()})" if state.cpu else f"reference fallback ({state.reason})"

@@ -32,6 +32,10 @@ INNER_RUN_ENV = "CNNKERNELS_TEST_INNER"  # set in the subprocess runs of tests/t
 PACKAGE_ENV = "CNNKERNELS_TEST_PACKAGE"  # ... with the package directory they must import
 
 
+needs_cache = pytest.mark.skipif(not cnnkernels._library.STATE.cpu,
+                                 reason="the weight cache is part of the compiled library")
+
+
 def op(name: str):
     return getattr(torch.ops.cnnkernels, name)
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cnnkernels import _library
-from helpers import op, single_thread
+from helpers import needs_cache, op, single_thread
 from samples import OPS, sample_inputs
 
 MIB = 2 ** 20
@@ -84,14 +84,6 @@ def test_rss_flat_with_autograd(op_name):
     assert grew <= SLACK, f"RSS grew by {grew / MIB:.1f} MiB over 1000 forward+backward calls of {op_name}"
 
 
-needs_cache = pytest.mark.skipif(not _library.STATE.cpu, reason="the weight cache is part of the compiled library")
-
-
-@pytest.fixture
-def empty_cache():
-    _library.weight_cache_clear()
-    yield
-    _library.weight_cache_clear()
 
 
 def _conv(x, w):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkernels import _library
-from helpers import op
+from helpers import needs_cache, op
 from samples import OPS, sample_inputs
 from test_compile_export import TinyNet
 
@@ -172,14 +172,6 @@ def test_set_num_threads_while_other_threads_compute(restore_num_threads):
 
 # ------------------------------------------------------------------------------------------- the weight cache
 
-needs_cache = pytest.mark.skipif(not _library.STATE.cpu, reason="the weight cache is part of the compiled library")
-
-
-@pytest.fixture
-def empty_cache():
-    _library.weight_cache_clear()
-    yield
-    _library.weight_cache_clear()
 
 
 def _conv(x, w, groups=1):
