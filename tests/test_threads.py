@@ -172,8 +172,6 @@ def test_set_num_threads_while_other_threads_compute(restore_num_threads):
 
 # ------------------------------------------------------------------------------------------- the weight cache
 
-
-
 def _conv(x, w, groups=1):
     return op("conv2d_act")(x, w, None, None, [1, 1], [1, 1], [1, 1], groups, "none")
 
