@@ -84,8 +84,6 @@ def test_rss_flat_with_autograd(op_name):
     assert grew <= SLACK, f"RSS grew by {grew / MIB:.1f} MiB over 1000 forward+backward calls of {op_name}"
 
 
-
-
 def _conv(x, w):
     return op("conv2d_act")(x, w, None, None, [1, 1], [0, 0], [1, 1], 1, "none")
 
