@@ -263,6 +263,96 @@ def test_bad_hyperparameter(op_name, overrides, arg):
     assert_op_error(op_name, _call_args(op_name, **overrides), ValueError, arg)
 
 
+# ------------------------------------------------------------------------- hyper-parameters near the int limits
+#
+# Stride, padding and dilation are capped at 2**31 - 1 (the CUDA and Triton kernels hold them in 32 bits): a ValueError
+# above, exact results at the cap. The output size is computed without overflow, also for expanded (stride-0) views
+# with sizes near 2**63. Before, padding or dilation near 2**63 overflowed int64 in the C++ checks (undefined
+# behaviour; in practice a wrong output shape, e.g. padding [2**63 - 1, 1] gave a 1x5 output, dilation [2**63 - 1, 1]
+# a 7x3 one) and stride 2**63 - 1 overflowed in the CPU kernels' index arithmetic. The UBSan build
+# (tests/run_sanitized.sh) runs these tests and reports any such overflow.
+
+WINDOW_MAX = 2 ** 31 - 1
+OVER_WINDOW_MAX = (2 ** 31, 2 ** 32 + 1, 2 ** 62, 2 ** 63 - 1)
+
+
+def _meta_strided(args):
+    """args on the meta device with their strides kept (.to("meta") would materialize an expanded view)."""
+    return tuple(torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device="meta")
+                 if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("value", OVER_WINDOW_MAX)
+@pytest.mark.parametrize("arg", ["stride", "padding", "dilation"])
+@pytest.mark.parametrize("op_name", ["conv2d_act", "dwsep_conv2d"])
+def test_window_param_over_int32(op_name, arg, value):
+    msg = assert_op_error(op_name, _call_args(op_name, **{arg: [1, value]}), ValueError, arg)
+    assert f"{arg} must be at most {WINDOW_MAX}, got [1, {value}]" in msg, msg
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("value", OVER_WINDOW_MAX)
+def test_inverted_residual_stride_over_int32(value):
+    args = _call_args("inverted_residual", stride=value, residual=False,
+                      dw_weight=torch.randn(12, 1, 5, 5))  # 5x5: the kernel specialised for it
+    msg = assert_op_error("inverted_residual", args, ValueError, "stride")
+    assert f"stride must be at most {WINDOW_MAX}, got {value}" in msg, msg
+
+
+M = WINDOW_MAX
+AT_WINDOW_MAX = [
+    # one output row: only row 0 is read
+    ("conv2d_act", dict(stride=[M, 1], residual=None)),
+    # 3x3 output: padding, then the image's first rows/columns, then padding again
+    ("conv2d_act", dict(stride=[M, M], padding=[M, M], residual=None)),
+    ("conv2d_act", dict(stride=[M, 2], padding=[M, 1], weight=torch.randn(4, 1, 3, 3), groups=4, bias=torch.randn(4),
+                        residual=None)),  # the depthwise kernel
+    # a two-tap kernel M apart: every tap of every output pixel falls in the padding
+    ("conv2d_act", dict(weight=torch.randn(6, 4, 2, 3), padding=[2 ** 30, 1], dilation=[M, 1], residual=None)),
+    ("dwsep_conv2d", dict(stride=[M, M], padding=[M, M])),
+    ("dwsep_conv2d", dict(stride=[1, M], padding=[1, M], dw_weight=torch.randn(4, 1, 5, 5))),
+    ("inverted_residual", dict(stride=M, residual=False)),
+    ("inverted_residual", dict(stride=M, residual=False, dw_weight=torch.randn(12, 1, 5, 5))),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("op_name,overrides", [pytest.param(o, ov, id=f"{o}-{i}")
+                                               for i, (o, ov) in enumerate(AT_WINDOW_MAX)])
+def test_window_param_at_int32_max(op_name, overrides, dtype):
+    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) else a for a in _call_args(op_name, **overrides))
+    check_case(op_name, args, dtype)
+
+
+@pytest.mark.bad_input
+def test_conv_output_size_beyond_int64():
+    # H = 2**63 - 1 (an expanded view) plus padding: an output 2**63 + 1 rows high.
+    x = torch.randn(1, 1, 1, 1).expand(1, 1, 2 ** 63 - 1, 1)
+    args = _call_args("conv2d_act", input=x, weight=torch.randn(1, 1, 1, 1), bias=None, residual=None, padding=[1, 0])
+    msg = assert_op_error("conv2d_act", args, ValueError, "input", compare_meta=False)
+    assert f"gives an output size ({2 ** 63 + 1}x1) beyond int64" in msg, msg
+    with pytest.raises(ValueError) as meta:
+        op("conv2d_act")(*_meta_strided(args))
+    assert str(meta.value) == msg
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("dilation", [4, 8, WINDOW_MAX])
+def test_dilated_kernel_beyond_int64(dilation):
+    # A 2**62-tap kernel (an expanded view) dilated: its extent dilation * (2**62 - 1) + 1 exceeds int64 (dilation 4:
+    # exceeds it but still fits in 64 unsigned bits).
+    w = torch.randn(1, 1, 1, 1).expand(1, 1, 2 ** 62, 1)
+    args = _call_args("conv2d_act", input=torch.randn(1, 1, 5, 5), weight=w, bias=None, residual=None,
+                      dilation=[dilation, 1])
+    msg = assert_op_error("conv2d_act", args, ValueError, "input", compare_meta=False)
+    assert "is smaller than the dilated kernel" in msg, msg
+    with pytest.raises(ValueError) as meta:
+        op("conv2d_act")(*_meta_strided(args))
+    assert str(meta.value) == msg
+
+
 # ------------------------------------------------------------------------------------------------ NaN and Inf
 
 def _with_specials(args, positions):

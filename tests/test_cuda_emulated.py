@@ -22,6 +22,8 @@ import torch
 
 import cnnkernels
 from cnnkernels import _library
+from test_bad_input_catalogue import AT_WINDOW_MAX
+from test_bad_input_catalogue import _call_args as _catalogue_args
 from test_cuda_cases import (CASES, DTYPE_IDS, DTYPES, FORMATS, assert_close_to_reference, cast, empty_batch,
                              output_format, reference)
 
@@ -166,6 +168,14 @@ def test_no_input_channels_is_rejected(emu):
     b = torch.randn(6)
     with pytest.raises(ValueError, match=r"cnnkernels.conv2d_act: input must have at least one channel"):
         emu.op("conv2d_act")(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, "relu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("op,overrides", [pytest.param(o, ov, id=f"{o}-{i}") for i, (o, ov) in enumerate(AT_WINDOW_MAX)])
+def test_window_param_at_int32_max(emu, op, overrides, dtype):
+    # Stride, padding and dilation at their cap, 2**31 - 1: the kernels hold them in 32 bits and index in 64.
+    args = cast(_catalogue_args(op, **overrides), dtype, fmt=torch.channels_last)
+    assert_close_to_reference(op, emu.op(op)(*args), args, dtype)
 
 
 @pytest.mark.parametrize("op,case", [("conv2d_act", "3x3_relu"), ("conv2d_act", "depthwise_res"),

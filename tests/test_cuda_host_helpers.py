@@ -310,3 +310,18 @@ def test_inverted_residual_plan_falls_back_to_smaller_tiles(lib):
             sizes.append(v[4] * v[5])
             assert v[6 + PLAN_FIELDS.index("bytes")] <= limit * KIB
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1
+
+
+@pytest.mark.parametrize("stride", [2 ** 20, 2 ** 26, 2 ** 31 - 1])
+def test_inverted_residual_plan_with_huge_stride(lib, stride):
+    # Stride up to its cap (2**31 - 1): the halo of an 8x8 output tile spans ~7 * stride rows and columns, whose product
+    # overflowed int64 (2**26 and up) and could wrap to a size that "fit". Only the 1x1 tile fits; one output pixel.
+    for dtype, (t_bytes, acc_bytes) in DTYPES.items():
+        v = _out(lib, "cnnk_plan_inverted_residual", 23, 1, 1, 1, stride, 5, 5, 24, 8, 1, t_bytes, acc_bytes, 80,
+                 DEVICE_SMEM["sm90"])
+        ok, resident, gx, gy, th, tw = v[:6]
+        p = _plan(v[6:])
+        assert ok and (th, tw) == (1, 1) and gx == 1, (dtype, v[:6])
+        assert 0 < p["bytes"] <= DEVICE_SMEM["sm90"]
+        assert p["c"] >= p["e"] + 25 * p["lde"] * acc_bytes
+

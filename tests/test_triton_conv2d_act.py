@@ -10,6 +10,8 @@ from triton_cases.samples import CONV2D_ACT, conv2d_act_args, make
 
 require_interpreter()
 
+from test_bad_input_catalogue import AT_WINDOW_MAX  # noqa: E402
+
 from cnnkernels.ops.conv2d_act import _check, conv2d_act_reference  # noqa: E402
 
 OP = "conv2d_act"
@@ -85,3 +87,13 @@ def test_fake_and_opcheck():
     args = conv2d_act_args(CONV2D_ACT["3x3-s2-c13-5x9"], channels_last=True)
     assert_fake_matches(OP, args)
     opcheck_eager(OP, conv2d_act_args(CONV2D_ACT["3x3-c3-7x7"]))
+
+
+@pytest.mark.parametrize("overrides", [ov for o, ov in AT_WINDOW_MAX if o == OP])
+def test_window_param_at_int32_max(overrides):
+    # Stride, padding and dilation at their cap, 2**31 - 1 (cases from tests/test_bad_input_catalogue.py).
+    from test_bad_input_catalogue import _call_args
+    args = tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                 for a in _call_args(OP, **overrides))
+    check_against_reference(OP, conv2d_act_reference, args)
+

@@ -10,6 +10,8 @@ from triton_cases.samples import INVERTED_RESIDUAL, inverted_residual_args
 
 require_interpreter()
 
+from test_bad_input_catalogue import AT_WINDOW_MAX  # noqa: E402
+
 from cnnkernels.ops.inverted_residual import _check, inverted_residual_reference  # noqa: E402
 
 OP = "inverted_residual"
@@ -76,3 +78,13 @@ def test_autograd(geom):
 def test_fake_and_opcheck():
     assert_fake_matches(OP, inverted_residual_args(INVERTED_RESIDUAL["expand-c13-5x9-s2"], channels_last=True))
     opcheck_eager(OP, inverted_residual_args(INVERTED_RESIDUAL["noexpand-c13-res"]))
+
+
+@pytest.mark.parametrize("overrides", [ov for o, ov in AT_WINDOW_MAX if o == OP])
+def test_window_param_at_int32_max(overrides):
+    # Stride, padding and dilation at their cap, 2**31 - 1 (cases from tests/test_bad_input_catalogue.py).
+    from test_bad_input_catalogue import _call_args
+    args = tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                 for a in _call_args(OP, **overrides))
+    check_against_reference(OP, inverted_residual_reference, args)
+

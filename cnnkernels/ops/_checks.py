@@ -14,6 +14,10 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 ACTIVATIONS = ("none", "relu", "relu6")
+# Upper bound of stride, padding and dilation (csrc/common/checks.h kMaxWindowParam): the CUDA and Triton kernels hold
+# them in 32 bits, and with them bounded no index computation in any kernel can overflow.
+MAX_WINDOW_PARAM = 2 ** 31 - 1
+INT64_MAX = 2 ** 63 - 1
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -87,6 +91,11 @@ def check_shape(op: str, ref: torch.Tensor, t: torch.Tensor, arg: str, shape: Se
                          f"got {_shape(t)}")
 
 
+def check_window_param(op: str, arg: str, values) -> None:
+    if any(v > MAX_WINDOW_PARAM for v in values):
+        raise ValueError(f"cnnkernels.{op}: {arg} must be at most {MAX_WINDOW_PARAM}, got {values}")
+
+
 @dataclass(frozen=True)
 class ConvGeom:
     N: int
@@ -118,6 +127,8 @@ def check_conv(op: str, input: torch.Tensor, weight: torch.Tensor, warg: str, st
         raise ValueError(f"cnnkernels.{op}: dilation must be positive, got {dilation}")
     if groups <= 0:
         raise ValueError(f"cnnkernels.{op}: groups must be positive, got {groups}")
+    for arg, values in (("stride", stride), ("padding", padding), ("dilation", dilation)):
+        check_window_param(op, arg, values)
     N, C, H, W = input.shape
     Cout, cin_g, kH, kW = weight.shape
     if C % groups != 0 or Cout % groups != 0:
@@ -134,7 +145,11 @@ def check_conv(op: str, input: torch.Tensor, weight: torch.Tensor, warg: str, st
     if nh < 0 or nw < 0:
         raise ValueError(f"cnnkernels.{op}: input spatial size ({H}x{W}) with padding {padding} is smaller than the "
                          f"dilated kernel ({kH}x{kW}, dilation {dilation})")
-    return ConvGeom(N, C, H, W, Cout, kH, kW, nh // stride[0] + 1, nw // stride[1] + 1)
+    Ho, Wo = nh // stride[0] + 1, nw // stride[1] + 1
+    if Ho > INT64_MAX or Wo > INT64_MAX:  # an expanded input with H or W near 2**63
+        raise ValueError(f"cnnkernels.{op}: input spatial size ({H}x{W}) with padding {padding} and stride {stride} "
+                         f"gives an output size ({Ho}x{Wo}) beyond int64")
+    return ConvGeom(N, C, H, W, Cout, kH, kW, Ho, Wo)
 
 
 def check_pointwise(op: str, ref: torch.Tensor, weight: torch.Tensor, arg: str, cin: int) -> int:

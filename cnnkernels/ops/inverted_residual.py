@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
-                                    empty_output, parse_activation)
+from cnnkernels.ops._checks import (MAX_WINDOW_PARAM, _shape, as_output, check_bias, check_input, check_like,
+                                    check_pointwise, empty_output, parse_activation)
 
 OP = "inverted_residual"
 
@@ -30,6 +30,8 @@ def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight
         hidden = C
     if stride <= 0:
         raise ValueError(f"cnnkernels.{OP}: stride must be positive, got {stride}")
+    if stride > MAX_WINDOW_PARAM:
+        raise ValueError(f"cnnkernels.{OP}: stride must be at most {MAX_WINDOW_PARAM}, got {stride}")
     check_like(OP, input, dw_weight, "dw_weight")
     if dw_weight.dim() != 4 or dw_weight.shape[0] != hidden or dw_weight.shape[1] != 1 \
             or dw_weight.shape[2] % 2 != 1 or dw_weight.shape[3] % 2 != 1:

@@ -1,6 +1,10 @@
 #include "common/checks.h"
 
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
+
+#include <cstdint>
+#include <limits>
 
 namespace cnnkernels {
 
@@ -51,6 +55,28 @@ void check_shape(const char* op, const at::Tensor& ref, const at::Tensor& t, con
   TORCH_CHECK_VALUE(t.sizes() == shape, "cnnkernels.", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
 }
 
+void check_window_param(const char* op, const char* arg, c10::IntArrayRef values) {
+  for (const int64_t v : values)
+    TORCH_CHECK_VALUE(v <= kMaxWindowParam, "cnnkernels.", op, ": ", arg, " must be at most ", kMaxWindowParam,
+                      ", got ", values);
+}
+
+namespace {
+
+constexpr uint64_t kInt64Max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+// (in + 2 * pad - dil * (k - 1) - 1) / stride + 1 in exact arithmetic (in, k >= 1 up to INT64_MAX, e.g. expanded
+// views; stride, pad, dil in [1, kMaxWindowParam] resp. [0, ..]), 0 when the dilated kernel is larger than the padded
+// input. Signed arithmetic would overflow (undefined behaviour) on such arguments and accept them with a wrong size.
+uint64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+  const uint64_t padded = static_cast<uint64_t>(in) + 2 * static_cast<uint64_t>(pad);  // < 2**64
+  uint64_t span;  // dil * (k - 1): the dilated kernel covers span + 1 pixels
+  if (c10::mul_overflows(static_cast<uint64_t>(dil), static_cast<uint64_t>(k - 1), &span) || span >= padded) return 0;
+  return (padded - span - 1) / static_cast<uint64_t>(stride) + 1;
+}
+
+}  // namespace
+
 ConvGeom check_conv(const char* op, const at::Tensor& input, const at::Tensor& weight, const char* warg,
                     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
   check_input(op, input);
@@ -65,6 +91,9 @@ ConvGeom check_conv(const char* op, const at::Tensor& input, const at::Tensor& w
   TORCH_CHECK_VALUE(dilation[0] > 0 && dilation[1] > 0, "cnnkernels.", op, ": dilation must be positive, got ",
                     dilation);
   TORCH_CHECK_VALUE(groups > 0, "cnnkernels.", op, ": groups must be positive, got ", groups);
+  check_window_param(op, "stride", stride);
+  check_window_param(op, "padding", padding);
+  check_window_param(op, "dilation", dilation);
   ConvGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
   g.Cout = weight.size(0); g.kH = weight.size(2); g.kW = weight.size(3);
@@ -77,12 +106,14 @@ ConvGeom check_conv(const char* op, const at::Tensor& input, const at::Tensor& w
                     weight.sizes());
   TORCH_CHECK_VALUE(g.Cout > 0 && g.kH > 0 && g.kW > 0, "cnnkernels.", op, ": ", warg,
                     " must have non-zero C_out and kernel size, got shape ", weight.sizes());
-  g.Ho = (g.H + 2 * g.pH - g.dH * (g.kH - 1) - 1) / g.sH + 1;
-  g.Wo = (g.W + 2 * g.pW - g.dW * (g.kW - 1) - 1) / g.sW + 1;
-  const bool too_small = (g.H + 2 * g.pH - g.dH * (g.kH - 1) - 1) < 0 || (g.W + 2 * g.pW - g.dW * (g.kW - 1) - 1) < 0;
-  TORCH_CHECK_VALUE(!too_small && g.Ho > 0 && g.Wo > 0, "cnnkernels.", op, ": input spatial size (", g.H, "x", g.W,
-                    ") with padding ", padding, " is smaller than the dilated kernel (", g.kH, "x", g.kW,
-                    ", dilation ", dilation, ")");
+  const uint64_t Ho = conv_out_size(g.H, g.kH, g.sH, g.pH, g.dH), Wo = conv_out_size(g.W, g.kW, g.sW, g.pW, g.dW);
+  TORCH_CHECK_VALUE(Ho > 0 && Wo > 0, "cnnkernels.", op, ": input spatial size (", g.H, "x", g.W, ") with padding ",
+                    padding, " is smaller than the dilated kernel (", g.kH, "x", g.kW, ", dilation ", dilation, ")");
+  TORCH_CHECK_VALUE(Ho <= kInt64Max && Wo <= kInt64Max, "cnnkernels.", op, ": input spatial size (", g.H, "x", g.W,
+                    ") with padding ", padding, " and stride ", stride, " gives an output size (", Ho, "x", Wo,
+                    ") beyond int64");
+  g.Ho = static_cast<int64_t>(Ho);
+  g.Wo = static_cast<int64_t>(Wo);
   return g;
 }
 

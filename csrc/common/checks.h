@@ -12,6 +12,11 @@ enum class Activation : int { None = 0, ReLU = 1, ReLU6 = 2 };
 // `arg` names the argument in the error message, e.g. "dw_activation".
 Activation parse_activation(const char* op, const char* arg, std::string_view value);
 
+// Upper bound of stride, padding and dilation (INT32_MAX): the CUDA and Triton kernels hold them in 32 bits, and with
+// them bounded no index computation in any kernel can overflow. Larger values are rejected with a ValueError.
+constexpr int64_t kMaxWindowParam = 2147483647;
+void check_window_param(const char* op, const char* arg, c10::IntArrayRef values);
+
 // Dense 2-D convolution geometry after validation.
 struct ConvGeom {
   int64_t N, C, H, W;        // input

@@ -52,6 +52,8 @@ IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::
     g.hidden = g.C;
   }
   TORCH_CHECK_VALUE(stride > 0, "cnnkernels.inverted_residual: stride must be positive, got ", stride);
+  TORCH_CHECK_VALUE(stride <= kMaxWindowParam, "cnnkernels.inverted_residual: stride must be at most ", kMaxWindowParam,
+                    ", got ", stride);
   check_like(op, input, dw_weight, "dw_weight");
   TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
                         dw_weight.size(2) % 2 == 1 && dw_weight.size(3) % 2 == 1,

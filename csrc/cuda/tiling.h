@@ -132,7 +132,12 @@ CNNK_HD LaunchPlan plan_inverted_residual(int64_t N, int64_t Ho, int64_t Wo, int
   const int cand[7][2] = {{8, 8}, {4, 8}, {4, 4}, {2, 4}, {2, 2}, {1, 2}, {1, 1}};
   for (int i = 0; i < 7; ++i) {
     const int th = cand[i][0], tw = cand[i][1];
-    const int64_t halo = halo_extent(th, stride, kH, 1) * halo_extent(tw, stride, kW, 1);
+    const int64_t hh = halo_extent(th, stride, kH, 1), hw = halo_extent(tw, stride, kW, 1);
+    // A halo taller or wider than the shared memory has bytes cannot fit. Skipping it before multiplying also keeps
+    // the products finite: with strides near 2**31 an 8x8 tile's halo has ~2**68 pixels (int64 overflow, and a plan
+    // that "fit" a wrapped-around size).
+    if (hh > smem_limit || hw > smem_limit) continue;
+    const int64_t halo = hh * hw;
     const int64_t row_tiles = N * ceil_div(Ho, th) * ceil_div(Wo, tw);
     LaunchPlan p = plan_gemm(row_tiles, ceil_div(Cout, kBN), hidden, t_bytes, acc_bytes, sms, smem_limit, halo, expand);
     if (p.ok) {
