@@ -556,8 +556,15 @@ def main_models(args, threads: int, machine: Dict) -> int:
     progress.close()
     elapsed = time.perf_counter() - t0
 
-    print(format_table(results, providers, machine, hw, notes))
-    print(f"({len(names)} models x {len(batches)} batch sizes in {elapsed:.1f} s)")
+    table = format_table(results, providers, machine, hw, notes)
+    footer = f"({len(names)} models x {len(batches)} batch sizes in {elapsed:.1f} s)"
+    print(table)
+    print(footer)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        command = "python bench/run.py " + " ".join(sys.argv[1:])
+        args.markdown.write_text(f"# cnnkernels model benchmark\n\n`{command}`\n\n```\n{table}\n{footer}\n```\n")
+        print(f"markdown summary written to {args.markdown}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         speed = {f"{m} b{b}": speedups(rs) for (m, b), rs in group(results).items()}

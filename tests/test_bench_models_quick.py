@@ -20,7 +20,8 @@ def test_bench_models_quick(tmp_path):
     out = tmp_path / "models.json"
     # --threads 1: on a busy shared machine two OpenMP threads can wait on each other for a long time
     r = run_python([str(BENCH), "--models", "--quick", "--model", "resnet18", "--no-compile", "--threads", "1",
-                    "--strict", "--json", str(out), "--csv", str(tmp_path / "models.csv")],
+                    "--strict", "--json", str(out), "--csv", str(tmp_path / "models.csv"),
+                    "--markdown", str(tmp_path / "models.md")],
                    cwd=tmp_path, env=subprocess_env(), timeout=120)
     assert r.returncode == 0, f"bench failed:\n{r.stdout}\n{r.stderr}"
     lines = r.stdout.splitlines()
@@ -32,6 +33,8 @@ def test_bench_models_quick(tmp_path):
     row = next(line for line in lines if line.startswith("resnet18 "))
     assert "error" not in row, r.stdout
     assert "1 threads" in r.stdout and "input 64x64" in r.stdout
+    md = (tmp_path / "models.md").read_text()
+    assert "--models" in md and header in md and row in md
 
     data = json.loads(out.read_text())
     assert data["machine"]["threads"] == 1 and data["config"]["models"] == ["resnet18"]
