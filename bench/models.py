@@ -43,6 +43,7 @@ from torch import nn
 
 import cnnkernels
 import cnnkernels.models as cmodels
+from plot import speedup_bars
 
 HERE = Path(__file__).resolve().parent
 CL = torch.channels_last
@@ -453,35 +454,17 @@ def write_csv(path: Path, results: List[ModelResult], machine: Dict) -> None:
 
 def write_plot(path: Path, results: List[ModelResult], providers: List[str]) -> Optional[str]:
     """Grouped bars: speedup of cnnkernels over each other provider, per model x batch. Returns an error or None."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install matplotlib); no plot written"
-    others = [p for p in providers if p != "cnnkernels"]
     groups = list(group(results).items())
-    labels = [f"{m}\nb{b}" for (m, b), _ in groups]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(groups) * max(1, len(others)) / 3), 4.5))
-    width = 0.8 / max(1, len(others))
-    for i, p in enumerate(others):
+    series = {}
+    for p in [p for p in providers if p != "cnnkernels"]:
         vals = []
         for _, rs in groups:
             ck, o = rs.get("cnnkernels"), rs.get(p)
             vals.append(o.median_ms / ck.median_ms if ck and o and ck.median_ms and o.median_ms else 0.0)
-        ax.bar([j + (i - (len(others) - 1) / 2) * width for j in range(len(groups))], vals, width, label=p)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(labels)
-    ax.set_ylabel("speedup of cnnkernels (other ms / cnnkernels ms)")
-    ax.set_title("cnnkernels.optimize vs peers, fp32 CPU (> 1: cnnkernels faster; missing bar: n/a)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return None
+        series[p] = vals
+    return speedup_bars(path, [f"{m}\nb{b}" for (m, b), _ in groups], series,
+                        "cnnkernels.optimize vs peers, fp32 CPU (> 1: cnnkernels faster; missing bar: n/a)",
+                        slot_width=1.4 / 3, min_width=6, height=4.5)
 
 
 # ---------------------------------------------------------------------------------------------------- main

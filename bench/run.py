@@ -44,6 +44,7 @@ from cnnkernels.info import collect as collect_info  # noqa: E402
 
 from calibrate import calibrate, format_calibration  # noqa: E402
 from cases import CASES, Case  # noqa: E402
+from plot import speedup_bars  # noqa: E402
 from providers import CUDA_PROVIDER_NAMES, PEERS, PROVIDER_NAMES, Compile, all_providers  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -378,37 +379,19 @@ def format_markdown(results: List[Result], names: List[str], machine: Dict, conf
 
 def write_plot(path: Path, results: List[Result], names: List[str]) -> Optional[str]:
     """Grouped bars: speedup of cnnkernels over each peer, per case. Returns an error or None."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install matplotlib); no plot written"
     by_case: Dict[str, Dict[str, Result]] = {}
     for r in results:
         by_case.setdefault(r.case, {})[r.provider] = r
-    peers = [n for n in names if n in PEERS]
-    fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(by_case) * max(1, len(peers)) / 2), 5))
-    width = 0.8 / max(1, len(peers))
-    for i, p in enumerate(peers):
+    series = {}
+    for p in [n for n in names if n in PEERS]:
         vals = []
         for rs in by_case.values():
             ck = speedups(rs)["cnnkernels"]
             t, o = rs[ck].median_ms if ck else None, rs.get(p)
             vals.append(o.median_ms / t if t and o and o.median_ms else 0.0)
-        ax.bar([j + (i - (len(peers) - 1) / 2) * width for j in range(len(by_case))], vals, width, label=p)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(by_case)))
-    ax.set_xticklabels(list(by_case), rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("speedup of cnnkernels (other ms / cnnkernels ms)")
-    ax.set_title("cnnkernels ops vs peers (> 1: cnnkernels faster; missing bar: n/a)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return None
+        series[p] = vals
+    return speedup_bars(path, list(by_case), series, "cnnkernels ops vs peers (> 1: cnnkernels faster; missing bar: n/a)",
+                        slot_width=0.3, min_width=7, height=5, rotate=True)
 
 
 def write_csv(path: Path, results: List[Result], machine: Dict, config: Dict, cal: Optional[Dict] = None) -> None:
