@@ -138,6 +138,23 @@ def test_frozen_weight_trusts_the_version_counter():
     torch.testing.assert_close(_conv(x, w), -before, atol=1e-4, rtol=1e-4)
 
 
+def test_frozen_hit_needs_the_verified_tensor():
+    # Another tensor on a frozen weight's storage (w.data) has a version counter of its own: calls with it must not
+    # vouch for writes made through w, or through it for writes through w.
+    L.weight_cache_clear()
+    x = torch.randn(1, 5, 6, 7).contiguous(memory_format=torch.channels_last)
+    w = torch.nn.Parameter(torch.randn(9, 5, 3, 3))
+    L.weight_cache_freeze([w])
+    with torch.no_grad():
+        _conv(x, w.data)
+        _conv(x, w)
+        w.mul_(-1.0)  # bumps w's counter, not that of a fresh w.data
+        torch.testing.assert_close(_conv(x, w.data), _conv(x, w.detach().clone()))
+        w.mul_(3.0)
+        torch.testing.assert_close(_conv(x, w), _conv(x, w.detach().clone()))
+    L.weight_cache_clear()
+
+
 def test_frozen_storages_are_held_weakly():
     L.weight_cache_clear()
     ws = [torch.randn(4, 4, 1, 1) for _ in range(5)]

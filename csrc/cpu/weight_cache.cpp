@@ -36,10 +36,16 @@ struct KeyHash {
   }
 };
 
+using WeakTensorImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+
 struct Entry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;  // expired => the weight was freed; its address may be reused
   uint64_t fingerprint;
-  int64_t version;  // the weight's version counter when packed (-1: an inference tensor, which has none)
+  // The tensor whose data last matched the fingerprint, and its version counter then (-1: an inference tensor, which
+  // has none). A frozen hit must come from that same tensor: another tensor on the storage (`w.data`) has a counter
+  // of its own that says nothing about writes through w.
+  WeakTensorImpl verified;
+  int64_t version;
   at::Tensor packed;
   std::list<Key>::iterator lru;
 };
@@ -89,7 +95,8 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
     auto f = frozen.find(static_cast<const c10::StorageImpl*>(key.storage));
     if (version >= 0 && f != frozen.end() && !f->second.expired()) {
       auto it = cache.find(key);
-      if (it != cache.end() && !it->second.storage.expired() && it->second.version == version) {
+      if (it != cache.end() && !it->second.storage.expired() && !it->second.verified.expired() &&
+          it->second.verified._unsafe_get_target() == w.unsafeGetTensorImpl() && it->second.version == version) {
         lru.splice(lru.begin(), lru, it->second.lru);
         return it->second.packed;
       }
@@ -101,6 +108,7 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
     auto it = cache.find(key);
     if (it != cache.end()) {
       if (!it->second.storage.expired() && it->second.fingerprint == fp) {
+        it->second.verified = WeakTensorImpl(w.getIntrusivePtr());
         it->second.version = version;
         lru.splice(lru.begin(), lru, it->second.lru);
         return it->second.packed;
@@ -118,7 +126,8 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
     it = next;
   }
   lru.push_front(key);
-  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp, version, packed,
+  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp,
+                           WeakTensorImpl(w.getIntrusivePtr()), version, packed,
                            lru.begin()});
   cached_bytes += packed.nbytes();
   while (cache.size() > kMaxEntries || (cached_bytes > kMaxBytes && cache.size() > 1)) erase(cache.find(lru.back()));
