@@ -169,21 +169,23 @@ def cpu_isa() -> Optional[str]:
     return f().decode()
 
 
-def weight_cache_size() -> int:
+def _cpu_count(symbol: str) -> int:
+    """An int64 the compiled CPU library reports through its C entry point `symbol` (0 when it is not loaded)."""
     if STATE.cpu_handle is None:
         return 0
-    f = STATE.cpu_handle.cnnkernels_weight_cache_size
+    f = getattr(STATE.cpu_handle, symbol)
     f.restype = ctypes.c_int64
     return int(f())
+
+
+def weight_cache_size() -> int:
+    """Cached packed weights whose source weight is still alive."""
+    return _cpu_count("cnnkernels_weight_cache_size")
 
 
 def weight_cache_capacity() -> int:
     """Most entries the packed-weight cache keeps (least recently used ones are evicted beyond it)."""
-    if STATE.cpu_handle is None:
-        return 0
-    f = STATE.cpu_handle.cnnkernels_weight_cache_capacity
-    f.restype = ctypes.c_int64
-    return int(f())
+    return _cpu_count("cnnkernels_weight_cache_capacity")
 
 
 def weight_cache_freeze(tensors) -> int:
@@ -203,11 +205,7 @@ def weight_cache_freeze(tensors) -> int:
 
 def weight_cache_frozen_count() -> int:
     """Live storages marked by weight_cache_freeze."""
-    if STATE.cpu_handle is None:
-        return 0
-    f = STATE.cpu_handle.cnnkernels_weight_cache_frozen_count
-    f.restype = ctypes.c_int64
-    return int(f())
+    return _cpu_count("cnnkernels_weight_cache_frozen_count")
 
 
 def weight_cache_clear() -> None:
