@@ -3,7 +3,8 @@
 1. Blocks it knows are replaced by the cnnkernels.nn module with the same attributes (sharing their submodules):
    torchvision BasicBlock / Bottleneck / ResNet (for its conv1-bn1-relu stem), MobileNetV2 InvertedResidual, GoogLeNet
    Inception and BasicConv2d, Conv2dNormActivation -> ConvBNAct, and plain nn.Sequentials holding a
-   Conv2d [+ BatchNorm] [+ ReLU/ReLU6] run -> FusedSequential (same children, same indices). A replacement that
+   Conv2d [+ BatchNorm] [+ ReLU/ReLU6] run -> FusedSequential (same children, same indices), nn.Linear ->
+   cnnkernels.nn.Linear (a 1x1 conv2d_act over the batch). A replacement that
    could not fuse anything (GroupNorm, unusual activations, ...) is undone. cnnkernels modules stay as they are.
    Every other module is left untouched (its children are still visited).
 2. Every BatchNorm that directly follows a convolution in one of those modules is folded into the convolution's
@@ -49,6 +50,9 @@ def _torchvision_map() -> Dict[type, type]:
     return table
 
 
+_ALWAYS = {nn.Linear: M.Linear}
+
+
 _DESCRIPTIONS = {
     "BasicBlock": "2x conv2d_act, shortcut add + ReLU in the epilogue",
     "Bottleneck": "3x conv2d_act, shortcut add + ReLU in the epilogue",
@@ -57,6 +61,7 @@ _DESCRIPTIONS = {
     "InceptionBlock": "inception_block",
     "BasicConv2d": "conv2d_act(relu)",
     "DepthwiseSeparableConv2d": "dwsep_conv2d",
+    "Linear": "conv2d_act (1x1 over the batch)",
 }
 
 
@@ -102,7 +107,7 @@ def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[s
             log.append((path or "<model>", f"cnnkernels.nn.{type(m).__name__}" if type(m).__module__.startswith(
                 "cnnkernels.nn") else f"{type(m).__module__}.{type(m).__name__}", "(kept)", desc))
         return m
-    target = table.get(type(m))
+    target = table.get(type(m)) or _ALWAYS.get(type(m))
     if target is None and type(m) is nn.Sequential:
         target = M.FusedSequential
     if target is None:

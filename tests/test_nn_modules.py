@@ -292,3 +292,65 @@ def test_inference_mode_models_fold_every_call_without_pinning_weights():
             assert_close_scaled(m(x), ref)
         assert _library.weight_cache_size() == size
     assert m.fold_count == 4
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)],
+                         ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("n", [1, 2, 7, 13])
+def test_linear_matches_nn_linear(monkeypatch, dtype, tol, n):
+    """Eval mode runs conv2d_act over the batch (odd batches leave 1- and 2-pixel tiles) and matches F.linear; the
+    state_dict is nn.Linear's."""
+    torch.manual_seed(n)
+    ref = nn.Linear(37, 21).to(dtype).eval()
+    m = cnn.Linear(37, 21).to(dtype).eval()
+    m.load_state_dict(ref.state_dict(), strict=True)
+    calls = []
+    real = torch.ops.cnnkernels.conv2d_act
+    monkeypatch.setattr(cnnkernels.nn.modules.torch.ops.cnnkernels, "conv2d_act",
+                        lambda *a: (calls.append(1), real(*a))[1], raising=False)
+    x = torch.randn(n, 37).to(dtype)
+    with torch.no_grad():
+        for inp in (x, torch.randn(37, n).to(dtype).t().copy_(x)):  # contiguous and transposed (non-contiguous)
+            y = m(inp)
+            assert y.shape == (n, 21) and y.dtype == dtype and y.is_contiguous()
+            expected = torch.nn.functional.linear(inp.double(), ref.weight.double(), ref.bias.double())
+            assert_close_scaled(y.double(), expected, rel=tol)
+    assert len(calls) == 2
+
+
+def test_linear_falls_back_where_the_op_does_not_apply():
+    torch.manual_seed(0)
+    m = cnn.Linear(6, 4).eval()
+    ref = nn.Linear(6, 4).eval()
+    ref.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        for x in (torch.randn(0, 6), torch.randn(2, 3, 6), torch.randn(6), torch.randn(3, 6).double()):
+            if x.dtype == torch.float64:
+                with pytest.raises(RuntimeError):  # the same dtype error F.linear gives
+                    ref(x)
+                with pytest.raises(RuntimeError):
+                    m(x)
+                continue
+            torch.testing.assert_close(m(x), ref(x))
+        with pytest.raises(RuntimeError):  # wrong feature count: F.linear's own error
+            m(torch.randn(2, 5))
+    # gradients into the weight (eval-mode fine-tuning, saliency with weight grads) take F.linear
+    x = torch.randn(3, 6)
+    m(x).sum().backward()
+    ref(x).sum().backward()
+    torch.testing.assert_close(m.weight.grad, ref.weight.grad)
+    m.train()
+    torch.testing.assert_close(m(x), ref(x))
+
+
+def test_linear_sees_weight_updates_and_optimize_converts_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    opt = cnnkernels.optimize(model, freeze=True)
+    assert type(opt[1]) is cnn.Linear and opt[1].weight is not model[1].weight
+    x = torch.randn(2, 3, 2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x))
+        opt[1].weight.mul_(-1)  # in place: the fold's view and the frozen packed weight must both notice
+        opt[1].bias.add_(1)
+        torch.testing.assert_close(opt(x), torch.nn.functional.linear(x.flatten(1), opt[1].weight, opt[1].bias))

@@ -142,7 +142,7 @@ def test_unknown_modules_untouched_and_nested_blocks_fused(capsys):
     assert type(opt[1]) is BNFirst and type(opt[1].bn) is nn.BatchNorm2d  # untouched
     assert type(opt[3]) is nn.Sequential and type(opt[3][1]) is nn.BatchNorm2d
     assert type(opt[4]) is nn.Sequential and type(opt[4][1]) is nn.BatchNorm2d
-    assert type(opt[5]) is nn.GroupNorm and type(opt[8]) is nn.Linear
+    assert type(opt[5]) is nn.GroupNorm and type(opt[8]) is cnn.Linear
     cnnkernels.optimize(model, verbose=True)
     out = capsys.readouterr().out
     assert "cnnkernels.optimize" in out and "BatchNorm" in out

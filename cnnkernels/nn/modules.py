@@ -20,7 +20,8 @@ from cnnkernels.nn._fold import (FoldCacheMixin, activation_name, conv_is_fusabl
                                  is_foldable_norm, _BN_TYPES, _FROZEN_BN, _FUSION)
 
 __all__ = ["FusedSequential", "ConvBNAct", "BasicConv2d", "AddReLU", "ZeroPadShortcut", "BasicBlock", "Bottleneck",
-           "DepthwiseSeparableConv2d", "InvertedResidual", "InceptionBlock", "InceptionAux", "conv3x3", "conv1x1"]
+           "DepthwiseSeparableConv2d", "InvertedResidual", "InceptionBlock", "InceptionAux", "Linear", "conv3x3",
+           "conv1x1"]
 
 _IntOr2 = Union[int, Tuple[int, int]]
 
@@ -473,6 +474,32 @@ class InceptionBlock(FoldCacheMixin, nn.Module):
             if f is not None:
                 return torch.ops.cnnkernels.inception_block(x, *f)
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class Linear(FoldCacheMixin, nn.Linear):
+    """nn.Linear (same constructor, attributes and state_dict). Eval mode on CPU, for a 2-D input of the weight's dtype
+    with gradients off: the batch runs as one 1x1 conv2d_act over N pixels. A classifier at batch 1 is a matrix-vector
+    product bound by reading the weight once (5 MB for MobileNet v2's), which the conv kernel splits over the threads
+    by output channel. Everything else (training, autograd into the weight, other shapes or devices) is F.linear."""
+
+    def _compute_fold(self):
+        # A cached view, so the packed-weight cache sees the same tensor every call (a frozen hit requires that).
+        return self.weight[:, :, None, None]
+
+    def forward(self, input: Tensor) -> Tensor:
+        w = self.weight
+        if (not self.training and _FUSION["enabled"] and input.dim() == 2 and input.shape[0] > 0
+                and input.shape[1] == self.in_features and input.device.type == "cpu" and w.device.type == "cpu"
+                and input.dtype == w.dtype and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                and not (torch.is_grad_enabled() and (w.requires_grad or input.requires_grad))):
+            w4 = self.folded()
+            # [N, C] row-major is exactly a channels_last [1, C, 1, N] image: N pixels in one row. The output is then
+            # channels_last too, i.e. a row-major [N, out_features], as F.linear returns it.
+            n, c = input.shape
+            x = input.contiguous().view(1, 1, n, c).permute(0, 3, 1, 2)
+            y = torch.ops.cnnkernels.conv2d_act(x, w4, self.bias, None, [1, 1], [0, 0], [1, 1], 1, "none")
+            return y[0, :, 0, :].t()
+        return F.linear(input, w, self.bias)
 
 
 class InceptionAux(nn.Module):

@@ -206,40 +206,65 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
   }
 }
 
-// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the MR pixel pointers a_i.
+// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the M pixel pointers a_i.
 // HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
-template <typename TX, bool HALF>
-CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[MR], const float* b, int64_t len, Vec (&acc0)[MR], Vec (&acc1)[MR]) {
-  for (int64_t c = 0; c < len; ++c, b += NR) {
-    const Vec b0 = Vec::loadu(b);
-    const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
-    unroll<MR>([&](auto i) {
-      const Vec av(to_float(ap[i][c]));
-      acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
-      if constexpr (!HALF) acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
+// Narrow tiles (M < 3) have too few accumulators to hide the FMA latency, so they split the reduction into S
+// interleaved partial sums (8 independent chains in all) and add them up at the end.
+template <typename TX, bool HALF, int M>
+CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M], Vec (&acc1)[M]) {
+  constexpr int S = M >= 3 ? 1 : 4 / M;
+  Vec part0[S][M], part1[S][M];
+  unroll<M>([&](auto i) {
+    part0[0][i] = acc0[i];
+    part1[0][i] = acc1[i];
+    unroll<S - 1>([&](auto s) {
+      part0[s + 1][i] = Vec(0.f);
+      part1[s + 1][i] = Vec(0.f);
     });
+  });
+  auto step = [&](auto s, int64_t c, const float* bc) __attribute__((always_inline)) {
+    const Vec b0 = Vec::loadu(bc);
+    const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(bc + V);
+    unroll<M>([&](auto i) {
+      const Vec av(to_float(ap[i][c]));
+      part0[s][i] = at::vec::fmadd(av, b0, part0[s][i]);
+      if constexpr (!HALF) part1[s][i] = at::vec::fmadd(av, b1, part1[s][i]);
+    });
+  };
+  int64_t c = 0;
+  if constexpr (S > 1) {
+    for (; c + S <= len; c += S, b += S * NR) unroll<S>([&](auto s) { step(s, c + s, b + s * NR); });
   }
+  for (; c < len; ++c, b += NR) step(std::integral_constant<int, 0>(), c, b);
+  unroll<M>([&](auto i) {
+    acc0[i] = part0[0][i];
+    acc1[i] = part1[0][i];
+    unroll<S - 1>([&](auto s) {
+      acc0[i] = acc0[i] + part0[s + 1][i];
+      acc1[i] = acc1[i] + part1[s + 1][i];
+    });
+  });
 }
 
 // Accumulates the conv over pixels [p0, p0 + mr) into the accumulators (bias already in them).
-template <typename TX, bool HALF>
-CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, const TX* zero, Vec (&acc0)[MR],
-                     Vec (&acc1)[MR]) {
+template <typename TX, bool HALF, int M>
+CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, const TX* zero,
+                                       Vec (&acc0)[M], Vec (&acc1)[M]) {
   const int64_t Wo = a.y.Wo, Cin = a.Cin, W = a.x.W;
   if (a.kH == 1 && a.kW == 1 && a.sH == 1 && a.sW == 1 && a.pH == 0 && a.pW == 0 && a.x.ring == 0) {
     // A plain GEMM (the 1x1 convs of every fused op): output pixel p reads input pixel p, rows are contiguous.
     const TX* base = static_cast<const TX*>(a.x.data) + (p0 - a.x.row0 * W) * a.x.ld;
-    const TX* ap[MR];
-    unroll<MR>([&](auto i) { ap[i] = i < mr ? base + i * a.x.ld : zero; });
-    conv_reduce<TX, HALF>(ap, panel, Cin, acc0, acc1);
+    const TX* ap[M];
+    unroll<M>([&](auto i) { ap[i] = i < mr ? base + i * a.x.ld : zero; });
+    conv_reduce<TX, HALF, M>(ap, panel, Cin, acc0, acc1);
     return;
   }
-  // Pixel coordinates by stepping, not dividing: one division per tile instead of MR (they cost as much as a
+  // Pixel coordinates by stepping, not dividing: one division per tile, not per pixel (they cost as much as a
   // short reduction).
-  int64_t ohs[MR], ows[MR];
+  int64_t ohs[M], ows[M];
   {
     int64_t oh = p0 / Wo, ow = p0 - (p0 / Wo) * Wo;
-    unroll<MR>([&](auto i) {
+    unroll<M>([&](auto i) {
       ohs[i] = oh;
       ows[i] = ow;
       if (++ow == Wo) {
@@ -252,9 +277,9 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
   // in the panel: reduce over kW * Cin in one loop when every pixel's taps are inside the image.
   const bool merge_kw = a.dW == 1 && a.x.ld == Cin;
   for (int64_t kh = 0; kh < a.kH; ++kh) {
-    const TX* rows[MR];
+    const TX* rows[M];
     bool any = false;
-    unroll<MR>([&](auto i) {
+    unroll<M>([&](auto i) {
       const int64_t ih = ohs[i] * a.sH - a.pH + kh * a.dH;
       rows[i] = (i < mr && ih >= 0 && ih < a.x.H) ? row_ptr<TX>(a.x, ih) : nullptr;
       any |= rows[i] != nullptr;
@@ -263,48 +288,49 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
     const float* bk = panel + kh * a.kW * Cin * NR;
     if (merge_kw) {
       bool inside = true;
-      const TX* ap[MR];
-      unroll<MR>([&](auto i) {
+      const TX* ap[M];
+      unroll<M>([&](auto i) {
         const int64_t iw0 = ows[i] * a.sW - a.pW;
         inside &= !rows[i] || (iw0 >= 0 && iw0 + a.kW <= W);
         ap[i] = rows[i] ? rows[i] + iw0 * Cin : zero;
       });
       if (inside) {
-        conv_reduce<TX, HALF>(ap, bk, a.kW * Cin, acc0, acc1);
+        conv_reduce<TX, HALF, M>(ap, bk, a.kW * Cin, acc0, acc1);
         continue;
       }
     }
     for (int64_t kw = 0; kw < a.kW; ++kw) {
-      const TX* ap[MR];
-      unroll<MR>([&](auto i) {
+      const TX* ap[M];
+      unroll<M>([&](auto i) {
         const int64_t iw = ows[i] * a.sW - a.pW + kw * a.dW;
         ap[i] = (rows[i] && iw >= 0 && iw < W) ? rows[i] + iw * a.x.ld : zero;
       });
-      conv_reduce<TX, HALF>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
+      conv_reduce<TX, HALF, M>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
 }
 
-template <typename TX, typename TY>
+// An M-pixel tile (M = MR, or a narrower one for the leftover pixels of a range), mr <= M of them real.
+template <typename TX, typename TY, int M>
 void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
   const int64_t Wo = a.y.Wo;
   // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
   const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
   const Vec bias1 = a.bias && nv > V ? load(a.bias + n0 + V, nv - V) : Vec(0.f);
-  Vec acc0[MR], acc1[MR];
-  unroll<MR>([&](auto i) {
+  Vec acc0[M], acc1[M];
+  unroll<M>([&](auto i) {
     acc0[i] = bias0;
     acc1[i] = bias1;
   });
   if (nv <= V) {
-    conv_accumulate<TX, true>(a, panel, p0, mr, zero, acc0, acc1);
+    conv_accumulate<TX, true, M>(a, panel, p0, mr, zero, acc0, acc1);
   } else {
-    conv_accumulate<TX, false>(a, panel, p0, mr, zero, acc0, acc1);
+    conv_accumulate<TX, false, M>(a, panel, p0, mr, zero, acc0, acc1);
   }
-  if (mr == MR && nv == NR) {  // full tile: epilogue straight from the registers
+  if (mr == M && nv == NR) {  // full tile: epilogue straight from the registers
     TY* y = static_cast<TY*>(a.y.data);
     const TY* res = static_cast<const TY*>(a.res);
-    unroll<MR>([&](auto i) {
+    unroll<M>([&](auto i) {
       const int64_t pix = p0 + i - a.oh0 * Wo;
       TY* yp = y + pix * a.y.ld + n0;
       Vec v0 = acc0[i], v1 = acc1[i];
@@ -318,8 +344,8 @@ void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, in
     });
     return;
   }
-  alignas(64) float tile[MR * NR];
-  unroll<MR>([&](auto i) {
+  alignas(64) float tile[M * NR];
+  unroll<M>([&](auto i) {
     acc0[i].store(tile + i * NR);
     acc1[i].store(tile + i * NR + V);
   });
@@ -340,9 +366,29 @@ void conv_rows_impl(const ConvRowsArgs& a) {
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * NR;
       const int nv = static_cast<int>(std::min<int64_t>(NR, a.Cout - n0));
-      for (int64_t p0 = c0; p0 < c1; p0 += MR) {
-        const int mr = static_cast<int>(std::min<int64_t>(MR, c1 - p0));
-        conv_tile<TX, TY>(a, a.wpack + p * panel_size, p0, mr, n0, nv, zero);
+      const float* panel = a.wpack + p * panel_size;
+      int64_t p0 = c0;
+      for (; p0 + MR <= c1; p0 += MR) conv_tile<TX, TY, MR>(a, panel, p0, MR, n0, nv, zero);
+      // Leftover pixels (49 = 8 * 6 + 1 on a 7x7 map; 1 for a batch-1 linear layer): a full tile costs MR pixels'
+      // FMAs whatever mr is, while 2- and 1-pixel tiles are bound by their weight loads, so up to MR / 2 leftovers
+      // are cheaper in narrow tiles. Only fp32 gets them: every tile width is another instantiation per type pair,
+      // and compile time grows with each.
+      constexpr bool narrow_tiles = std::is_same_v<TX, float> && std::is_same_v<TY, float>;
+      for (int left = static_cast<int>(c1 - p0); left > 0;) {
+        if (!narrow_tiles || left > MR / 2) {
+          conv_tile<TX, TY, MR>(a, panel, p0, left, n0, nv, zero);
+          break;
+        }
+        if constexpr (narrow_tiles) {
+          if (left >= 2) {
+            conv_tile<TX, TY, 2>(a, panel, p0, 2, n0, nv, zero);
+            p0 += 2;
+            left -= 2;
+          } else {
+            conv_tile<TX, TY, 1>(a, panel, p0, 1, n0, nv, zero);
+            break;
+          }
+        }
       }
     }
   }
