@@ -194,7 +194,10 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
     counters instead of re-reading every weight on every call to prove it unchanged, which saves one pass over the
     model's weights per forward. Updates through optimizer steps, load_state_dict or in-place ops are still seen;
     writes that bypass version counters (`w.data`, NumPy views) are not, until cnnkernels._library.weight_cache_clear().
-    Tensors the model gets later (e.g. after .to()) are not frozen."""
+    Tensors the model gets later (e.g. after .to()) are not frozen. The model's structure is frozen too: each fused
+    module checks only its tensors' version counters and data pointers per call, so assigning a new submodule,
+    parameter or BatchNorm eps, or switching a single submodule to training mode, is not seen until
+    cnnkernels.nn.refresh_folds(model) or a train()/eval() switch of the fused module (model.train() included)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"cnnkernels.optimize: `model` must be a torch.nn.Module, got {type(model).__name__}")
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
@@ -219,6 +222,9 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
     if freeze:
         from cnnkernels._library import weight_cache_freeze
         weight_cache_freeze(itertools.chain(model.parameters(), model.buffers()))
+        for m in model.modules():
+            if isinstance(m, FoldCacheMixin):
+                m.__dict__["_fold_frozen"] = True
     if verbose:
         shown = [e for e in log if not any(e[0].startswith(o[0] + ".") for o in log if o is not e)]
         print(f"cnnkernels.optimize: {type(model).__name__}: {len(shown)} fused modules, {n_folded} BatchNorm layers "

@@ -298,8 +298,8 @@ def test_inference_mode_models_fold_every_call_without_pinning_weights():
                          ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("n", [1, 2, 7, 13])
 def test_linear_matches_nn_linear(monkeypatch, dtype, tol, n):
-    """Eval mode runs conv2d_act over the batch (odd batches leave 1- and 2-pixel tiles) and matches F.linear; the
-    state_dict is nn.Linear's."""
+    """Eval mode runs conv2d_act over the batch (batches 1, 2 and 13 end in narrow 4-pixel tiles) and matches
+    F.linear; the state_dict is nn.Linear's."""
     torch.manual_seed(n)
     ref = nn.Linear(37, 21).to(dtype).eval()
     m = cnn.Linear(37, 21).to(dtype).eval()

@@ -189,3 +189,47 @@ def test_optimize_freeze_matches_unfrozen():
     with torch.inference_mode():
         torch.testing.assert_close(frozen(x), m(x), atol=1e-4, rtol=1e-4)
     L.weight_cache_clear()
+
+
+def test_optimize_freeze_fold_cache_sees_updates_and_refresh():
+    """A frozen model's fused modules check only their tensors' version counters and data pointers: in-place updates,
+    load_state_dict and a new `.data` are seen; a structural change is seen after refresh_folds()."""
+    tv = pytest.importorskip("torchvision")
+    from helpers import randomize_bn
+    import cnnkernels.nn as cnn
+    torch.manual_seed(0)
+    m = randomize_bn(tv.models.mobilenet_v2(num_classes=10).eval())
+    frozen = cnnkernels.optimize(m, freeze=True)
+    x = torch.randn(1, 3, 40, 40)
+
+    def expect_unfused():
+        with torch.inference_mode(), cnn.fusion(False):
+            return frozen(x)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen(x), m(x), atol=1e-4, rtol=1e-4)
+    blk = frozen.features[3]
+    assert blk.__dict__.get("_fold_frozen") and not m.features[3].__dict__.get("_fold_frozen")
+    folds = blk.fold_count
+    with torch.inference_mode():
+        frozen(x)
+    assert blk.fold_count == folds  # nothing changed: no refold
+    with torch.no_grad():
+        blk.conv[0][0].weight.mul_(-0.5)  # in place: version counter
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen(x), expect_unfused(), atol=1e-4, rtol=1e-4)
+    assert blk.fold_count == folds + 1
+    sd = {k: v * 1.5 if k.endswith("weight") else v for k, v in frozen.state_dict().items()}
+    frozen.load_state_dict(sd)
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen(x), expect_unfused(), atol=1e-4, rtol=1e-4)
+    proj = blk.conv[2]
+    proj.weight.data = proj.weight.data.flip(0).contiguous(memory_format=torch.channels_last)  # new data pointer
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen(x), expect_unfused(), atol=1e-4, rtol=1e-4)
+    # Structure: a replaced submodule is picked up by refresh_folds (frozen modules do not walk their scope per call).
+    new = torch.nn.Conv2d(proj.in_channels, proj.out_channels, 1, bias=False).eval()
+    blk.conv[2] = new.to(memory_format=torch.channels_last)
+    assert cnn.refresh_folds(frozen) >= 1
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen(x), expect_unfused(), atol=1e-4, rtol=1e-4)

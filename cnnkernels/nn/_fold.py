@@ -178,10 +178,16 @@ def _norm_eps(m: nn.Module) -> Optional[float]:
 
 
 class _FoldState:
-    __slots__ = ("objects", "signature", "value")
+    __slots__ = ("objects", "signature", "value", "tensors", "tensor_signature")
 
     def __init__(self, objects, signature, value):
         self.objects, self.signature, self.value = objects, signature, value
+        self.tensors = tuple(o for o in objects if isinstance(o, torch.Tensor))
+        self.tensor_signature = _tensor_signature(self.tensors)
+
+
+def _tensor_signature(tensors) -> List[Tuple[int, int]]:
+    return [(t._version, t.data_ptr()) for t in tensors]
 
 
 def _reuse_storage(old: Any, new: Any, sources: set) -> Any:
@@ -226,7 +232,8 @@ class FoldCacheMixin:
     may override `_fold_scope()` (the modules whose parameters, buffers and structure the fold reads; default: the
     module itself). `folded()` returns the cached value, recomputing it only when the scope changed.
 
-    Eager calls validate the cache on every call (cheap: identities, version counters, data pointers). Under
+    Eager calls validate the cache on every call (cheap: identities, version counters, data pointers; a module frozen
+    by optimize(freeze=True) checks only the version counters and data pointers of the tensors it folded). Under
     torch.compile the graph reads the cached tensors (`_fold_value`) as inputs: the fold runs eagerly when the graph is
     traced, again (in place, so the graph sees it) on load_state_dict, on eval() after train(), and on any eager call
     that finds the weights changed. After modifying weights in place while only calling the compiled model (e.g. an
@@ -271,6 +278,13 @@ class FoldCacheMixin:
         if torch.compiler.is_compiling():
             _refresh_at_trace(self)
             return self._fold_value
+        state = self.__dict__.get("_fold_state")
+        # Frozen (optimize(freeze=True)): the scope's structure is taken as fixed, so only the version counters and
+        # data pointers of the tensors the fold read are checked, not a walk over every submodule (most of the
+        # per-call Python cost of a fused module).
+        if state is not None and self.__dict__.get("_fold_frozen") \
+                and _tensor_signature(state.tensors) == state.tensor_signature:
+            return state.value
         return self._folded_eager()
 
     def _folded_eager(self) -> Any:

@@ -208,42 +208,17 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
 
 // Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the M pixel pointers a_i.
 // HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
-// Narrow tiles (M < 3) have too few accumulators to hide the FMA latency, so they split the reduction into S
-// interleaved partial sums (8 independent chains in all) and add them up at the end.
 template <typename TX, bool HALF, int M>
 CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M], Vec (&acc1)[M]) {
-  constexpr int S = M >= 3 ? 1 : 4 / M;
-  Vec part0[S][M], part1[S][M];
-  unroll<M>([&](auto i) {
-    part0[0][i] = acc0[i];
-    part1[0][i] = acc1[i];
-    unroll<S - 1>([&](auto s) {
-      part0[s + 1][i] = Vec(0.f);
-      part1[s + 1][i] = Vec(0.f);
-    });
-  });
-  auto step = [&](auto s, int64_t c, const float* bc) __attribute__((always_inline)) {
-    const Vec b0 = Vec::loadu(bc);
-    const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(bc + V);
+  for (int64_t c = 0; c < len; ++c, b += NR) {
+    const Vec b0 = Vec::loadu(b);
+    const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
     unroll<M>([&](auto i) {
       const Vec av(to_float(ap[i][c]));
-      part0[s][i] = at::vec::fmadd(av, b0, part0[s][i]);
-      if constexpr (!HALF) part1[s][i] = at::vec::fmadd(av, b1, part1[s][i]);
+      acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
+      if constexpr (!HALF) acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
     });
-  };
-  int64_t c = 0;
-  if constexpr (S > 1) {
-    for (; c + S <= len; c += S, b += S * NR) unroll<S>([&](auto s) { step(s, c + s, b + s * NR); });
   }
-  for (; c < len; ++c, b += NR) step(std::integral_constant<int, 0>(), c, b);
-  unroll<M>([&](auto i) {
-    acc0[i] = part0[0][i];
-    acc1[i] = part1[0][i];
-    unroll<S - 1>([&](auto s) {
-      acc0[i] = acc0[i] + part0[s + 1][i];
-      acc1[i] = acc1[i] + part1[s + 1][i];
-    });
-  });
 }
 
 // Accumulates the conv over pixels [p0, p0 + mr) into the accumulators (bias already in them).
@@ -370,24 +345,20 @@ void conv_rows_impl(const ConvRowsArgs& a) {
       int64_t p0 = c0;
       for (; p0 + MR <= c1; p0 += MR) conv_tile<TX, TY, MR>(a, panel, p0, MR, n0, nv, zero);
       // Leftover pixels (49 = 8 * 6 + 1 on a 7x7 map; 1 for a batch-1 linear layer): a full tile costs MR pixels'
-      // FMAs whatever mr is, while 2- and 1-pixel tiles are bound by their weight loads, so up to MR / 2 leftovers
-      // are cheaper in narrow tiles. Only fp32 gets them: every tile width is another instantiation per type pair,
-      // and compile time grows with each.
-      constexpr bool narrow_tiles = std::is_same_v<TX, float> && std::is_same_v<TY, float>;
+      // FMAs whatever mr is, while a 4-pixel tile's 8 accumulator chains already cover the FMA latency, so leftovers
+      // of up to MR - 4 pixels run in 4-pixel tiles. Every pixel is summed in the same order in either tile, so the
+      // result never depends on how a thread's range splits into tiles. Only fp32 gets them: every tile width is
+      // another instantiation per type pair, and compile time grows with each.
+      constexpr bool narrow_tiles = MR > 4 && std::is_same_v<TX, float> && std::is_same_v<TY, float>;
       for (int left = static_cast<int>(c1 - p0); left > 0;) {
-        if (!narrow_tiles || left > MR / 2) {
+        if (!narrow_tiles || left > MR - 4) {
           conv_tile<TX, TY, MR>(a, panel, p0, left, n0, nv, zero);
           break;
         }
         if constexpr (narrow_tiles) {
-          if (left >= 2) {
-            conv_tile<TX, TY, 2>(a, panel, p0, 2, n0, nv, zero);
-            p0 += 2;
-            left -= 2;
-          } else {
-            conv_tile<TX, TY, 1>(a, panel, p0, 1, n0, nv, zero);
-            break;
-          }
+          conv_tile<TX, TY, 4>(a, panel, p0, std::min(left, 4), n0, nv, zero);
+          p0 += 4;
+          left -= 4;
         }
       }
     }
