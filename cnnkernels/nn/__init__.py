@@ -9,5 +9,5 @@ from cnnkernels.nn.modules import (AddReLU, BasicBlock, BasicConv2d, Bottleneck,
 
 __all__ = ["AddReLU", "BasicBlock", "BasicConv2d", "Bottleneck", "ConvBNAct", "DepthwiseSeparableConv2d",
            "FusedSequential", "InceptionAux", "InceptionBlock", "InvertedResidual", "Linear", "ZeroPadShortcut",
-           "conv1x1", "conv3x3", "FoldCacheMixin", "activation_name", "count_folds", "fold_conv_bn", "fusion", "fusion_enabled",
-           "refresh_folds"]
+           "conv1x1", "conv3x3", "FoldCacheMixin", "activation_name", "count_folds", "fold_conv_bn", "fusion",
+           "fusion_enabled", "refresh_folds"]

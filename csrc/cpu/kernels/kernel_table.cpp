@@ -209,7 +209,8 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
 // Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the M pixel pointers a_i.
 // HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
 template <typename TX, bool HALF, int M>
-CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M], Vec (&acc1)[M]) {
+CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M],
+                                   Vec (&acc1)[M]) {
   for (int64_t c = 0; c < len; ++c, b += NR) {
     const Vec b0 = Vec::loadu(b);
     const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
