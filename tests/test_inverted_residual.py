@@ -129,3 +129,38 @@ def test_bad_stride(stride):
 @pytest.mark.bad_input
 def test_empty_batch():
     assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("n,c,hw,hidden,k,stride,expand", [
+    (1, 8, 7, 40, 3, 1, True),     # 7 rows at 2-3 threads: the channel-split schedule, hidden not a panel multiple
+    (1, 8, 13, 40, 3, 2, True),    # stride 2 -> 7 rows
+    (2, 6, 3, 24, 5, 1, True),     # 5x5 depthwise, batch 2
+    (1, 24, 7, 24, 3, 1, False),   # no expansion: the depthwise reads the input's channel slices
+    (1, 8, 28, 40, 3, 1, True),    # 28 rows: row bands at every thread count
+], ids=["7x7", "13x13-s2", "b2-5x5", "no-expand", "28x28"])
+def test_schedules_agree_across_thread_counts(restore_threads, dtype, n, c, hw, hidden, k, stride, expand):
+    """Few output rows per thread switch the CPU kernel from row bands to a hidden-channel split; 1 thread always
+    uses bands. Every schedule sums each output in the same order, so the results are bit-identical."""
+    torch.manual_seed(hw * 100 + hidden)
+    out_c = c if stride == 1 else 16
+    cin = c if expand else hidden
+    x = torch.randn(n, cin, hw, hw, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    a = [x, torch.randn(hidden, cin, 1, 1, dtype=dtype) if expand else None,
+         torch.randn(hidden, dtype=dtype) if expand else None, torch.randn(hidden, 1, k, k, dtype=dtype),
+         torch.randn(hidden, dtype=dtype), torch.randn(out_c, hidden, 1, 1, dtype=dtype) * 0.2,
+         torch.randn(out_c, dtype=dtype), stride, stride == 1 and out_c == cin, "relu6"]
+    op = torch.ops.cnnkernels.inverted_residual
+    torch.set_num_threads(1)
+    want = op(*a)
+    assert_matches_reference(OP, a, dtype)
+    for threads in (2, 3):
+        torch.set_num_threads(threads)
+        assert torch.equal(op(*a), want), f"{threads} threads"

@@ -376,6 +376,7 @@ void conv_rows(const ConvRowsArgs& a) {
 // Depthwise NHWC convolution, vectorised over channels. Generic version: any kernel size, bounds checked per tap.
 template <typename TX, typename TY>
 void depthwise_rows_generic(const DwRowsArgs& a) {
+  const int64_t wld = a.w_ld > 0 ? a.w_ld : a.C;
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
   for (int64_t oh = a.oh0; oh < a.oh1; ++oh) {
@@ -394,7 +395,7 @@ void depthwise_rows_generic(const DwRowsArgs& a) {
           for (int64_t kw = 0; kw < a.kW; ++kw) {
             const int64_t iw = ow * a.sW - a.pW + kw * a.dW;
             if (iw < 0 || iw >= a.x.W) continue;
-            acc = at::vec::fmadd(load(row + iw * a.x.ld + c0, cnt), load(a.w + (kh * a.kW + kw) * a.C + c0, cnt), acc);
+            acc = at::vec::fmadd(load(row + iw * a.x.ld + c0, cnt), load(a.w + (kh * a.kW + kw) * wld + c0, cnt), acc);
           }
         }
         if (rp) acc = acc + load(rp + c0, cnt);
@@ -412,6 +413,7 @@ constexpr int kDwPix = 4;
 // and every FMA becomes a load-FMA-store chain.
 template <typename TX, typename TY, int K>
 __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
+  const int64_t wld = a.w_ld > 0 ? a.w_ld : a.C;
   TY* y = static_cast<TY*>(a.y.data);
   const TY* res = static_cast<const TY*>(a.res);
   const int64_t ld = a.x.ld, sW = a.sW, dW = a.dW, pW = a.pW;
@@ -430,7 +432,7 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
     for (int64_t c0 = 0; c0 < a.C; c0 += V) {
       const int cnt = static_cast<int>(std::min<int64_t>(V, a.C - c0));
       Vec w[K * K];
-      unroll<K * K>([&](auto t) { w[t] = load(a.w + t * a.C + c0, cnt); });
+      unroll<K * K>([&](auto t) { w[t] = load(a.w + t * wld + c0, cnt); });
       const Vec bias = a.bias ? load(a.bias + c0, cnt) : Vec(0.f);
       auto finish = [&](int64_t ow, Vec acc) {
         if (rrow) acc = acc + load(rrow + ow * a.res_ld + c0, cnt);

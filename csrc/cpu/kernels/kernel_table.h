@@ -45,7 +45,7 @@ struct ConvRowsArgs {
 struct DwRowsArgs {
   RowsIn x;
   int64_t C;
-  const float* w;             // [kH*kW][C] fp32 (pack_depthwise_weight)
+  const float* w;             // [kH*kW][w_ld] fp32 (pack_depthwise_weight), its first C channels used
   int64_t kH, kW, sH, sW, pH, pW, dH, dW;
   const float* bias;          // [C] fp32 or nullptr
   RowsOut y;
@@ -53,6 +53,7 @@ struct DwRowsArgs {
   int64_t res_ld;
   Activation act;
   int64_t oh0, oh1;
+  int64_t w_ld = 0;           // channels per tap row of w (0: C); lets a call cover a slice of a layer's channels
 };
 
 // 3x3, stride 1, padding 1 max pool over output rows [oh0, oh1) (padding never wins the max, as in PyTorch).
