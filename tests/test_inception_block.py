@@ -98,3 +98,31 @@ def test_bad_device():
 @pytest.mark.bad_input
 def test_empty_batch():
     assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("n,hw", [(1, 7), (1, 5), (2, 3), (1, 16)], ids=["7x7", "5x5", "b2-3x3", "16x16"])
+def test_schedules_agree_across_thread_counts(restore_threads, dtype, n, hw):
+    """Threads split phase 1 by pixels (a thread's range may start mid-row) and, with few rows per thread, phase 2 by
+    output-channel blocks of both branches; 1 thread runs everything in one range. Each output is summed in the same
+    order whatever the split, so the results are bit-identical."""
+    torch.manual_seed(hw)
+    c, c1, c2r, c2, c3r, c3, c4 = 20, 24, 12, 40, 6, 20, 9  # not panel multiples, a 40-channel branch in 3 panels
+    t = lambda *s: torch.randn(*s, dtype=dtype)
+    a = [t(n, c, hw, hw).contiguous(memory_format=torch.channels_last), t(c1, c, 1, 1), t(c1), t(c2r, c, 1, 1),
+         t(c2r), t(c2, c2r, 3, 3) * 0.3, t(c2), t(c3r, c, 1, 1), t(c3r), t(c3, c3r, 3, 3) * 0.3, t(c3),
+         t(c4, c, 1, 1), t(c4)]
+    op = torch.ops.cnnkernels.inception_block
+    torch.set_num_threads(1)
+    want = op(*a)
+    assert_matches_reference(OP, a, dtype)
+    for threads in (2, 3, 4):
+        torch.set_num_threads(threads)
+        assert torch.equal(op(*a), want), f"{threads} threads"
