@@ -16,8 +16,9 @@ Providers
 
 BatchNorm running stats and affine parameters are randomized (fresh BN layers are identities and hide folding bugs).
 Every provider's output is checked against the eager fp32 NCHW output before it is timed. The torch providers are
-timed interleaved (rotating order) in this process; ONNX Runtime and OpenVINO each run afterwards in a process of
-their own, after a pause, so that no runtime's spinning thread pool steals the cores of another.
+timed interleaved (rotating order) in this process, each sample after an untimed call of the same provider; ONNX
+Runtime and OpenVINO each run afterwards in a process of their own, after a pause, so that no runtime's spinning
+thread pool steals the cores of another.
 Models torchvision lacks (mobilenet_v1, lenet5) use the un-optimized cnnkernels model as "torchvision" model.
 """
 
@@ -67,9 +68,11 @@ class ModelTiming:
     min_repeats: int = 5        # ... at least this many ...
     max_s: float = 15.0         # ... and stop adding samples after this long
     pause_s: float = 1.0        # idle time before each external runtime's process (spinning pools wind down)
+    settle_calls: int = 1       # untimed calls before each torch sample, so it runs with its own model's data warm
 
 
-MODEL_QUICK = ModelTiming(warmup_s=0.0, warmup_calls=1, repeats=3, min_repeats=3, max_s=0.0, pause_s=0.2)
+MODEL_QUICK = ModelTiming(warmup_s=0.0, warmup_calls=1, repeats=3, min_repeats=3, max_s=0.0, pause_s=0.2,
+                          settle_calls=0)
 
 
 @dataclass
@@ -222,7 +225,9 @@ def prepare_torch(provider: str, ref: nn.Module, ck: nn.Module, x: torch.Tensor)
 
 
 def time_torch(live, results: Dict[str, ModelResult], timing: ModelTiming, progress: Progress, label: str) -> None:
-    """Warm-up each, then one-call samples in rotating order until repeats (or max_s with at least min_repeats)."""
+    """Warm-up each, then one-call samples in rotating order until repeats (or max_s with at least min_repeats).
+    Each sample follows `settle_calls` untimed calls of the same provider: the provider before it has evicted this
+    model's weights from the caches, while ONNX Runtime and OpenVINO are timed in back-to-back loops of their own."""
     for name, fn in live:
         n, t0 = 0, time.perf_counter()
         while n < timing.warmup_calls or time.perf_counter() - t0 < timing.warmup_s:
@@ -236,6 +241,8 @@ def time_torch(live, results: Dict[str, ModelResult], timing: ModelTiming, progr
                                                      and time.perf_counter() - t0 < timing.max_s * len(live))):
             k = rep % len(live)
             for name, fn in live[k:] + live[:k]:
+                for _ in range(timing.settle_calls):
+                    fn()
                 t = time.perf_counter()
                 fn()
                 results[name].samples_ms.append((time.perf_counter() - t) * 1e3)
