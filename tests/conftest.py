@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import cnnkernels
 from cnnkernels import _library
@@ -52,3 +53,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "subprocess" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def restore_num_threads():
+    """torch.set_num_threads as it was before the test."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

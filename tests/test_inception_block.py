@@ -100,16 +100,9 @@ def test_empty_batch():
     assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))
 
 
-@pytest.fixture
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("n,hw", [(1, 7), (1, 5), (2, 3), (1, 16)], ids=["7x7", "5x5", "b2-3x3", "16x16"])
-def test_schedules_agree_across_thread_counts(restore_threads, dtype, n, hw):
+def test_schedules_agree_across_thread_counts(restore_num_threads, dtype, n, hw):
     """Threads split phase 1 by pixels (a thread's range may start mid-row) and, with few rows per thread, phase 2 by
     output-channel blocks of both branches; 1 thread runs everything in one range. Each output is summed in the same
     order whatever the split, so the results are bit-identical."""

@@ -131,13 +131,6 @@ def test_empty_batch():
     assert_empty_batch(OP, args(input=torch.randn(0, 4, 5, 5)))
 
 
-@pytest.fixture
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("n,c,hw,hidden,k,stride,expand", [
     (1, 8, 7, 40, 3, 1, True),     # 7 rows at 2-3 threads: the channel-split schedule, hidden not a panel multiple
@@ -146,7 +139,8 @@ def restore_threads():
     (1, 24, 7, 24, 3, 1, False),   # no expansion: the depthwise reads the input's channel slices
     (1, 8, 28, 40, 3, 1, True),    # 28 rows: row bands at every thread count
 ], ids=["7x7", "13x13-s2", "b2-5x5", "no-expand", "28x28"])
-def test_schedules_agree_across_thread_counts(restore_threads, dtype, n, c, hw, hidden, k, stride, expand):
+def test_schedules_agree_across_thread_counts(restore_num_threads, dtype, n, c, hw, hidden, k, stride,
+                                              expand):
     """Few output rows per thread switch the CPU kernel from row bands to a hidden-channel split; 1 thread always
     uses bands. Every schedule sums each output in the same order, so the results are bit-identical."""
     torch.manual_seed(hw * 100 + hidden)

@@ -121,12 +121,6 @@ def test_module_backward_from_many_threads():
 
 # ------------------------------------------------------------------------------------------ set_num_threads
 
-@pytest.fixture
-def restore_num_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def test_set_num_threads_between_calls(restore_num_threads):
     cases = [(name, args) for name in OPS for _, args in _samples(name, (torch.float32,))[:3]]
