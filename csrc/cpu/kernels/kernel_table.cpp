@@ -287,8 +287,10 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
 }
 
 // An M-pixel tile (M = MR, or a narrower one for the leftover pixels of a range), mr <= M of them real.
+// flatten: every helper and unroll lambda that touches the accumulator arrays must be inlined, or the arrays stay in
+// memory and each FMA is followed by a store (GCC gives up inlining the unroll lambdas at M = 12 without it).
 template <typename TX, typename TY, int M>
-void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
+__attribute__((flatten)) void conv_tile(const ConvRowsArgs& a, const float* panel, int64_t p0, int mr, int64_t n0, int nv, const TX* zero) {
   const int64_t Wo = a.y.Wo;
   // The bias initialises the accumulators, so the epilogue only adds the residual and applies the activation.
   const Vec bias0 = a.bias ? load(a.bias + n0, std::min(V, nv)) : Vec(0.f);
