@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from typing import Iterable, Optional, Sequence
@@ -16,11 +17,11 @@ from samples import sample_inputs
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DTYPE_IDS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 
-# Output of the op in `dtype` vs the fp32 reference on the same (already rounded) inputs. The compiled kernels compute
-# in fp32 and round once on store; the fallback (the reference run in `dtype`) rounds every intermediate, so the bounds
-# cover up to three chained roundings (inverted_residual) with outputs of magnitude up to ~20: about 20 units of
-# roundoff for fp16 (u = 2**-11) and 10 for bf16 (u = 2**-8). The fallback's worst case on the samples is below a
-# third of these; fp32 kernels (different summation order only) stay within 1e-6.
+# Output of the op in `dtype` vs the fp32 reference on the same (already rounded) inputs. The compiled kernels and the
+# fallback (cnnkernels/ops/_precision.py) compute in fp32 and round once on store. The bounds were sized for up to
+# three chained roundings (inverted_residual) with outputs of magnitude up to ~20: about 20 units of roundoff for fp16
+# (u = 2**-11) and 10 for bf16 (u = 2**-8); both now stay below a tenth of them on the samples. fp32 kernels
+# (different summation order only) stay within 1e-6.
 TOLERANCES = {
     torch.float32: dict(atol=1e-4, rtol=1e-4),
     torch.float16: dict(atol=1e-2, rtol=1e-2),
@@ -50,6 +51,16 @@ def map_tensors(args: Sequence, fn) -> tuple:
 
 def to_fp32(args: Sequence) -> tuple:
     return map_tensors(args, lambda t: t.float())
+
+
+def with_specials(args: Sequence, positions: Sequence[int]) -> tuple:
+    """args with NaN/+Inf/-Inf written into the input at the given flat positions (cycling), in the input's layout."""
+    x = args[0].clone(memory_format=torch.contiguous_format)
+    flat = x.view(-1)
+    for i, p in enumerate(positions):
+        flat[p % flat.numel()] = (math.nan, math.inf, -math.inf)[i % 3]
+    return (x.contiguous(memory_format=torch.channels_last) if args[0].dim() == 4 and
+            args[0].is_contiguous(memory_format=torch.channels_last) else x,) + tuple(args[1:])
 
 
 def with_grad(args: Sequence) -> tuple:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fuzz import check_case
-from helpers import assert_op_error, op, reference, schema_args
+from helpers import assert_op_error, op, reference, schema_args, with_specials
 from samples import sample_inputs
 from test_conv2d_act import args as conv2d_act_args
 from test_dwsep_conv2d import args as dwsep_conv2d_args
@@ -355,16 +355,6 @@ def test_dilated_kernel_beyond_int64(dilation):
 
 # ------------------------------------------------------------------------------------------------ NaN and Inf
 
-def _with_specials(args, positions):
-    """args with NaN/+Inf/-Inf written into the input at the given flat positions (cycling)."""
-    x = args[0].clone(memory_format=torch.contiguous_format)
-    flat = x.view(-1)
-    for i, p in enumerate(positions):
-        flat[p % flat.numel()] = (math.nan, math.inf, -math.inf)[i % 3]
-    return (x.contiguous(memory_format=torch.channels_last) if args[0].dim() == 4 and
-            args[0].is_contiguous(memory_format=torch.channels_last) else x,) + tuple(args[1:])
-
-
 @pytest.mark.correctness
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],
                          ids=["fp32", "fp16", "bf16", "fp64"])
@@ -374,7 +364,7 @@ def test_nan_inf_propagate(op_name, dtype):
     # max pooling propagates nan), for every sample of the op.
     for label, args in sample_inputs(op_name, dtype):
         n = args[0].numel()
-        args = _with_specials(args, [0, n // 3, n // 2, n - 1, 7 * n // 11])
+        args = with_specials(args, [0, n // 3, n // 2, n - 1, 7 * n // 11])
         expected = reference(op_name)(*(a.double() if isinstance(a, torch.Tensor) else a for a in args))
         assert expected.isnan().any() or expected.isinf().any(), label  # the test really has specials to check
         check_case(op_name, args, dtype)

@@ -7,6 +7,7 @@ import torch
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._checks import as_output, check_add_relu, empty_output
+from cnnkernels.ops._precision import run_in_fp32
 
 
 def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -15,7 +16,7 @@ def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Ten
 
 def _fallback(input, residual):
     check_add_relu(input, residual)
-    return as_output(input, add_relu_reference(input, residual))
+    return as_output(input, run_in_fp32(add_relu_reference, input, residual))
 
 
 register_reference_where_missing("add_relu", _fallback)

@@ -11,6 +11,7 @@ from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import as_output, check_bias, check_conv, check_shape, empty_output, parse_activation
+from cnnkernels.ops._precision import run_in_fp32
 
 OP = "conv2d_act"
 
@@ -36,7 +37,7 @@ def conv2d_act_reference(input: torch.Tensor, weight: torch.Tensor, bias: Option
 
 def _fallback(input, weight, bias, residual, stride, padding, dilation, groups, activation):
     _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
-    y = conv2d_act_reference(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    y = run_in_fp32(conv2d_act_reference, input, weight, bias, residual, stride, padding, dilation, groups, activation)
     return as_output(input, y)
 
 

@@ -13,6 +13,7 @@ from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_conv, check_input, check_pointwise,
                                     empty_output, parse_activation)
+from cnnkernels.ops._precision import run_in_fp32
 
 OP = "dwsep_conv2d"
 
@@ -49,8 +50,8 @@ def dwsep_conv2d_reference(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias
 
 def _fallback(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
     _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation)
-    y = dwsep_conv2d_reference(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
-                               dw_activation, pw_activation)
+    y = run_in_fp32(dwsep_conv2d_reference, input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
+                    dw_activation, pw_activation)
     return as_output(input, y)
 
 

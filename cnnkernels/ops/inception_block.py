@@ -12,6 +12,7 @@ from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, conv_backward
 from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
                                     empty_output)
+from cnnkernels.ops._precision import run_in_fp32
 
 OP = "inception_block"
 _POOL = ([3, 3], [1, 1], [1, 1], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
@@ -70,7 +71,7 @@ def inception_block_reference(input: torch.Tensor, w1: torch.Tensor, b1: torch.T
 
 def _fallback(*args):
     _check(*args)
-    return as_output(args[0], inception_block_reference(*args))
+    return as_output(args[0], run_in_fp32(inception_block_reference, *args))
 
 
 register_reference_where_missing(OP, _fallback)

@@ -13,6 +13,7 @@ from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
 from cnnkernels.ops._checks import (MAX_WINDOW_PARAM, _shape, as_output, check_bias, check_input, check_like,
                                     check_pointwise, empty_output, parse_activation)
+from cnnkernels.ops._precision import run_in_fp32
 
 OP = "inverted_residual"
 
@@ -77,8 +78,8 @@ def _fallback(input, expand_weight, expand_bias, dw_weight, dw_bias, project_wei
               activation):
     _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride, residual,
            activation)
-    y = inverted_residual_reference(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
-                                    project_bias, stride, residual, activation)
+    y = run_in_fp32(inverted_residual_reference, input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
+                    project_bias, stride, residual, activation)
     return as_output(input, y)
 
 
