@@ -4,7 +4,10 @@ user would otherwise deploy the same torchvision network on CPU, fp32.
 Providers
   cnnkernels    cnnkernels.optimize(model, freeze=True) of the cnnkernels model loaded from the torchvision model's
                 state_dict (BN folded, fused blocks, channels_last; freeze=True trusts the weights' version counters,
-                as compile's freezing trusts the weights), channels_last input
+                as compile's freezing trusts the weights), channels_last input. Called under
+                torch.inference_mode() like every torch provider, as a user would: optimize() copies outside it, so
+                the weights keep the version counters the freeze needs (the provider fails rather than time an
+                unfrozen model)
   eager-nchw    the torchvision model, eval(), under torch.inference_mode(), NCHW input
   eager-cl      the same with model and input in channels_last
   compile       torch.compile of the torchvision model with torch._inductor.config.freezing = True, channels_last,
@@ -28,6 +31,7 @@ import copy
 import csv
 import gc
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -202,6 +206,10 @@ def _stats(r: ModelResult) -> None:
 def prepare_torch(provider: str, ref: nn.Module, ck: nn.Module, x: torch.Tensor):
     if provider == "cnnkernels":
         model = cnnkernels.optimize(ck, freeze=True)  # channels_last by default; frozen like compile's weights
+        # Inference tensors have no version counters: the freeze would not apply and every call would refold and
+        # re-read every weight, which is not what this column claims to time.
+        if any(t.is_inference() for t in itertools.chain(model.parameters(), model.buffers())):
+            raise AssertionError("not frozen: optimize(freeze=True) returned inference tensors")
         xc = x.contiguous(memory_format=CL)
         return lambda: model(xc)
     if provider == "eager-nchw":

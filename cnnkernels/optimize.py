@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from cnnkernels._library import weight_cache_freeze
 from cnnkernels.nn import modules as M
 from cnnkernels.nn._fold import FoldCacheMixin, conv_is_fusable, fold_conv_bn, is_foldable_norm, _BN_TYPES, _FROZEN_BN
 
@@ -197,7 +198,12 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
     Tensors the model gets later (e.g. after .to()) are not frozen. The model's structure is frozen too: each fused
     module checks only its tensors' version counters and data pointers per call, so assigning a new submodule,
     parameter or BatchNorm eps, or switching a single submodule to training mode, is not seen until
-    cnnkernels.nn.refresh_folds(model) or a train()/eval() switch of the fused module (model.train() included)."""
+    cnnkernels.nn.refresh_folds(model) or a train()/eval() switch of the fused module (model.train() included).
+
+    Under torch.inference_mode() optimize() gives the same model: it copies, folds and freezes outside inference mode,
+    so the result holds normal tensors with version counters (which both caches rely on) and runs under
+    inference_mode with cache hits. A model whose own tensors are inference tensors (built or loaded under
+    inference_mode) is copied into normal tensors; with inplace=True it is refused (ValueError)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"cnnkernels.optimize: `model` must be a torch.nn.Module, got {type(model).__name__}")
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
@@ -206,25 +212,37 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
         raise ValueError(f"cnnkernels.optimize: `model` is in training mode ({len(training)} modules, e.g. {shown}); "
                          f"call model.eval() first. optimize() folds BatchNorm running statistics into the "
                          f"convolutions, which is only valid for inference.")
-    if not inplace:
-        model = copy.deepcopy(model)
-    log: List[Tuple[str, str, str, str]] = []
-    model = _convert(model, "", _torchvision_map(), log)
-    prefix_of = {id(m): name for name, m in model.named_modules()}
-    folded: List[str] = []
-    n_folded = _bake(model, prefix_of, folded)
-    for m in model.modules():
-        if isinstance(m, FoldCacheMixin):
-            m.clear_fold_cache()
-    if memory_format is not None:
-        model = model.to(memory_format=memory_format)
-        model.register_forward_pre_hook(_InputMemoryFormat(memory_format))
-    if freeze:
-        from cnnkernels._library import weight_cache_freeze
-        weight_cache_freeze(itertools.chain(model.parameters(), model.buffers()))
+    inference = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+                 if t.is_inference()]
+    if inference and inplace:
+        shown = ", ".join(inference[:3]) + (", ..." if len(inference) > 3 else "")
+        raise ValueError(f"cnnkernels.optimize: `model` holds inference tensors ({len(inference)}, e.g. {shown}), "
+                         f"created under torch.inference_mode(). They have no version counters, so the fused "
+                         f"modules would refold and the kernels re-read every weight on every call, and freeze=True "
+                         f"could not take effect; inplace=True keeps the model's own tensors. Drop inplace=True "
+                         f"(the copy gets normal tensors) or build/load the model outside torch.inference_mode().")
+    # Under inference_mode the copy, the folded weights and .to()'s outputs would be inference tensors, which have no
+    # version counters: no fold could be kept, every weight would be fingerprinted on every call, and
+    # weight_cache_freeze skips them. Outside it they are normal tensors, the deep copy of an inference tensor too.
+    with torch.inference_mode(False):
+        if not inplace:
+            model = copy.deepcopy(model)
+        log: List[Tuple[str, str, str, str]] = []
+        model = _convert(model, "", _torchvision_map(), log)
+        prefix_of = {id(m): name for name, m in model.named_modules()}
+        folded: List[str] = []
+        n_folded = _bake(model, prefix_of, folded)
         for m in model.modules():
             if isinstance(m, FoldCacheMixin):
-                m.__dict__["_fold_frozen"] = True
+                m.clear_fold_cache()
+        if memory_format is not None:
+            model = model.to(memory_format=memory_format)
+            model.register_forward_pre_hook(_InputMemoryFormat(memory_format))
+        if freeze:
+            weight_cache_freeze(itertools.chain(model.parameters(), model.buffers()))
+            for m in model.modules():
+                if isinstance(m, FoldCacheMixin):
+                    m.__dict__["_fold_frozen"] = True
     if verbose:
         shown = [e for e in log if not any(e[0].startswith(o[0] + ".") for o in log if o is not e)]
         print(f"cnnkernels.optimize: {type(model).__name__}: {len(shown)} fused modules, {n_folded} BatchNorm layers "

@@ -10,7 +10,7 @@ from torch import nn
 
 import cnnkernels
 import cnnkernels.nn as cnn
-from cnnkernels import models
+from cnnkernels import _library, models
 
 torchvision = pytest.importorskip("torchvision")
 tvr = importlib.import_module("torchvision.models.resnet")
@@ -182,3 +182,62 @@ def test_inplace_and_memory_format_options():
     again = cnnkernels.optimize(same)
     with torch.no_grad():
         assert_close_scaled(again(x), ref)
+
+
+def _small_resnet():
+    return randomize_bn(tvr.ResNet(tvr.BasicBlock, [1, 1, 1, 1], num_classes=10)).eval()
+
+
+@pytest.mark.skipif(not _library.STATE.cpu, reason="the compiled CPU library is not loaded")
+@pytest.mark.parametrize("source", ["normal", "inference_tensors", "inplace"])
+def test_freeze_under_inference_mode(empty_cache, source):
+    """optimize(freeze=True) called under inference_mode freezes for real: normal tensors (version counters) in the
+    result, frozen in the packed-weight cache, fused modules frozen and never refolding; same outputs as optimizing
+    outside inference_mode. A model built under inference_mode (inference tensors) is copied into normal tensors."""
+    torch.manual_seed(0)
+    if source == "inference_tensors":
+        with torch.inference_mode():
+            model = _small_resnet()
+        assert all(p.is_inference() for p in model.parameters())
+    else:
+        model = _small_resnet()
+    x = torch.randn(2, 3, 32, 40)
+    want = cnnkernels.optimize(model, freeze=True)
+    with torch.no_grad():
+        ref = model(x)
+        want_out = want(x)
+    target = copy.deepcopy(model) if source == "inplace" else model
+    _library.weight_cache_clear()
+    with torch.inference_mode():
+        opt = cnnkernels.optimize(target, inplace=source == "inplace", freeze=True)
+    tensors = list(opt.parameters()) + list(opt.buffers())
+    assert tensors and not any(t.is_inference() for t in tensors)
+    assert _library.weight_cache_frozen_count() >= len(list(opt.parameters()))
+    fused = [m for m in opt.modules() if isinstance(m, cnn.FoldCacheMixin)]
+    assert fused and all(m.__dict__.get("_fold_frozen") for m in fused)
+    with torch.inference_mode():
+        out = opt(x)
+        folds = cnn.count_folds(opt)
+        for _ in range(2):
+            torch.testing.assert_close(opt(x), out, rtol=0, atol=0)
+        assert cnn.count_folds(opt) == folds  # frozen fold cache hits, no refold per call
+    torch.testing.assert_close(out, want_out, rtol=0, atol=0)
+    assert_close_scaled(out, ref)
+    # the freeze trusts version counters, so an in-place update (under inference_mode too) is still seen
+    with torch.inference_mode():
+        opt.fc.weight.mul_(-1.0)
+        out2 = opt(x)
+    with torch.no_grad():
+        want.fc.weight.mul_(-1.0)
+        assert_close_scaled(out2, want(x))
+
+
+def test_refuses_inplace_on_inference_tensors():
+    with torch.inference_mode():
+        model = _small_resnet()
+    snap = snapshot(model)
+    for mode in (torch.inference_mode(), torch.no_grad()):
+        with mode, pytest.raises(ValueError, match=r"`model` holds inference tensors \(\d+, e\.g\. conv1\.weight.*"
+                                                   r"torch\.inference_mode\(\).*Drop inplace=True"):
+            cnnkernels.optimize(model, inplace=True, freeze=True)
+    assert_unchanged(model, snap)

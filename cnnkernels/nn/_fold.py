@@ -297,8 +297,9 @@ class FoldCacheMixin:
                 and len(state.objects) == len(objects) and all(map(operator.is_, state.objects, objects)):
             return state.value
         if objects is None:
-            # Inference-tensor weights (a model built under inference_mode): no version counters to validate a cache
-            # with, so fold every call, into inference tensors, which the ops' packed-weight cache does not keep.
+            # Inference-tensor weights (a model built under inference_mode, not passed through optimize(), which
+            # copies them into normal tensors): no version counters to validate a cache with, so fold every call,
+            # into inference tensors, which the ops' packed-weight cache does not keep.
             with torch.inference_mode():
                 value = self._compute_fold()
         else:
