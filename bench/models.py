@@ -48,6 +48,7 @@ from torch import nn
 
 import cnnkernels
 import cnnkernels.models as cmodels
+from cnnkernels.info import dispatch_lines
 from plot import speedup_bars
 
 HERE = Path(__file__).resolve().parent
@@ -437,6 +438,7 @@ def format_table(results: List[ModelResult], providers: List[str], machine: Dict
         f"({'compiled' if m['cnnkernels_compiled'] else 'reference only: ' + str(m['cnnkernels_reason'])}) "
         f"| git {(m['git_sha'] or 'n/a')[:10]}{' (dirty)' if m['git_dirty'] else ''}",
     ]
+    lines += [f"  cnnkernels CPU kernels: {line}" for line in dispatch_lines(m.get("cpu_dispatch"))]
     versions = [f"{k} {v}" for k, v in m.get("runtimes", {}).items()]
     if versions:
         lines.append("runtimes: " + ", ".join(versions))

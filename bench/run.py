@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cnnkernels  # noqa: E402
-from cnnkernels.info import collect as collect_info  # noqa: E402
+from cnnkernels.info import collect as collect_info, dispatch_lines  # noqa: E402
 
 from calibrate import calibrate, format_calibration  # noqa: E402
 from cases import CASES, Case  # noqa: E402
@@ -232,6 +232,7 @@ def machine_info(threads: int, device: str = "cpu") -> Dict[str, object]:
         "device": device,
         "cpu_model": info["cpu"]["model"],
         "cpu_isa": info["cpu"]["isa"],                      # what cnnkernels' CPU kernels dispatch to
+        "cpu_dispatch": info["cpu"]["dispatch"],            # ... per kernel family, and why
         "torch_cpu_capability": info["cpu"]["torch_capability"],
         "cores": info["cpu"]["cores"],
         "usable_cores": info["cpu"]["usable_cores"],
@@ -329,6 +330,7 @@ def header_lines(machine: Dict, args, cal: Optional[Dict]) -> List[str]:
         f"({'compiled' if m['cnnkernels_compiled'] else 'reference only: ' + str(m['cnnkernels_reason'])}) "
         f"| git {(m['git_sha'] or 'n/a')[:10]}{' (dirty)' if m['git_dirty'] else ''}",
     ]
+    lines += [f"  cnnkernels CPU kernels: {line}" for line in dispatch_lines(m.get("cpu_dispatch"))]
     if m["device"] == "cuda":
         lines.append(f"GPU {m['gpu_name']} (sm {m['gpu_capability']}, {m['gpu_sms']} SMs, {m['gpu_memory_gib']} GiB)"
                      f" | CUDA {m['torch_cuda']} | triton {m['triton'] or 'not installed'} | cnnkernels CUDA "

@@ -28,6 +28,9 @@ LIB_DIR = Path(os.environ[LIBRARY_DIR_ENV]).resolve() if os.environ.get(LIBRARY_
 CPU_LIB = LIB_DIR / "libcnnkernels_cpu.so"
 CUDA_LIB = LIB_DIR / "libcnnkernels_cuda.so"
 DISABLE_ENV = "CNNKERNELS_DISABLE_COMPILED"
+# Forces every CPU kernel family onto one ISA build; unset, a timing probe picks the fastest build per family.
+CPU_ISA_ENV = "CNNKERNELS_CPU_ISA"
+CPU_ISA_CHOICES = ("default", "avx2", "avx512")
 NAMESPACE = "cnnkernels"
 
 
@@ -81,6 +84,14 @@ def _adopt_loaded_library(state: LibraryState) -> None:
     warnings.warn(f"cnnkernels: {state.reason}", RuntimeWarning, stacklevel=4)
 
 
+def _check_cpu_isa_env() -> None:
+    """A bad CNNKERNELS_CPU_ISA fails the import with the values it takes, not the first op call deep in a model."""
+    value = os.environ.get(CPU_ISA_ENV, "")
+    if value and value.lower() not in CPU_ISA_CHOICES:
+        raise ValueError(f"{CPU_ISA_ENV}={value!r}: expected one of {', '.join(map(repr, CPU_ISA_CHOICES))}, or "
+                         f"unset to let a timing probe pick the fastest build per kernel family")
+
+
 def _load_compiled(state: LibraryState) -> None:
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         state.reason = f"{DISABLE_ENV} is set"
@@ -128,6 +139,7 @@ def _load_compiled(state: LibraryState) -> None:
                           f"reference implementations", RuntimeWarning, stacklevel=3)
 
 
+_check_cpu_isa_env()
 STATE = LibraryState()
 _load_compiled(STATE)
 if not STATE.cpu:
@@ -161,12 +173,27 @@ def register_reference_where_missing(name: str, fn) -> None:
 
 
 def cpu_isa() -> Optional[str]:
-    """The SIMD level the compiled CPU kernels dispatch to (None when not loaded)."""
+    """The ISA build the compiled CPU kernels run ("DEFAULT", "AVX2", "AVX512"), or "mixed" when the kernel families
+    run different builds (cpu_dispatch() says which); None when the library is not loaded."""
+    dispatch = cpu_dispatch()
+    return None if dispatch is None else dispatch["isa"]
+
+
+def cpu_dispatch() -> Optional[dict]:
+    """How the compiled CPU kernels chose their ISA build, per kernel family (None when the library is not loaded):
+    {"isa", "request": CNNKERNELS_CPU_ISA or None, "note", "runnable": [builds this CPU runs], "probe_ms",
+    "families": {family: {"isa", "why", "probe_us": {build: microseconds per probe run}}}}. The choice is made once
+    per process, at the first kernel call (or this call)."""
     if STATE.cpu_handle is None:
         return None
-    f = STATE.cpu_handle.cnnkernels_cpu_isa
+    f = STATE.cpu_handle.cnnkernels_cpu_dispatch
     f.restype = ctypes.c_char_p
-    return f().decode()
+    text = f().decode()
+    try:
+        return json.loads(text)
+    except ValueError:
+        # The only way the choice fails is a bad CNNKERNELS_CPU_ISA set after the import; the ops raise ValueError.
+        raise ValueError(f"cnnkernels: the CPU kernels could not choose their ISA build: {text}") from None
 
 
 def _cpu_count(symbol: str) -> int:

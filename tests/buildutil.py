@@ -35,7 +35,7 @@ def subprocess_env(package_parent: Optional[Path] = None, **extra: str) -> Dict[
     """The environment for a child Python that must import the package in `package_parent` (default: the one under
     test). Variables that change which library loads are cleared unless given in `extra`."""
     env = dict(os.environ)
-    for k in ("CNNKERNELS_DISABLE_COMPILED", "ATEN_CPU_CAPABILITY", "CNNKERNELS_LIBRARY_DIR"):
+    for k in ("CNNKERNELS_DISABLE_COMPILED", "CNNKERNELS_CPU_ISA", "ATEN_CPU_CAPABILITY", "CNNKERNELS_LIBRARY_DIR"):
         env.pop(k, None)
     parent = str(package_parent or PACKAGE_DIR.parent)
     env["PYTHONPATH"] = os.pathsep.join([parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

@@ -13,7 +13,7 @@ Used in three ways:
   python tests/fuzz.py --cases 10000 [--ops conv2d_act ...] [--size small|large] [--seed N]
                                     long mode: N cases per op, prints counts (per dtype/layout/...) and times;
                                     exit status 1 if any op failed (hypothesis prints the shrunk failing case)
-  ATEN_CPU_CAPABILITY=default python tests/fuzz.py ...   the same against the generic (non-AVX) kernels
+  CNNKERNELS_CPU_ISA=default python tests/fuzz.py ...   the same against the generic (non-AVX) kernels
 
 The script tests whichever cnnkernels `import cnnkernels` finds (the installed package); for an in-place build run it
 as `PYTHONPATH=$PWD python tests/fuzz.py` from the repository root. Its first line names the package and kernels.

@@ -76,8 +76,8 @@ if [ "$#" -eq 0 ]; then
          tests/test_inception_block.py tests/test_fuzz_ops.py tests/test_bad_input_catalogue.py tests/test_threads.py
          tests/test_library.py)
   "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "not slow and not fuzz" || rc=$?
-  echo "run_sanitized: again on the generic kernels (ATEN_CPU_CAPABILITY=default)"
-  ATEN_CPU_CAPABILITY=default "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "correctness" || rc=$?
+  echo "run_sanitized: again on the generic kernels (CNNKERNELS_CPU_ISA=default)"
+  CNNKERNELS_CPU_ISA=default "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "correctness" || rc=$?
 else
   "$PY" -m pytest -q -p no:cacheprovider "$@" || rc=$?
 fi

@@ -2,8 +2,8 @@
 
 * CNNKERNELS_DISABLE_COMPILED=1: the correctness and bad-input tests against the pure-PyTorch fallback (what users
   get when the compiled library is missing or built for another torch), which must then report "reference" backends;
-* ATEN_CPU_CAPABILITY=default: the correctness tests on the generic (non-AVX) build of the compiled kernels;
-* ATEN_CPU_CAPABILITY=avx512: the same on the AVX-512 kernels, where the CPU has them.
+* CNNKERNELS_CPU_ISA=default|avx2|avx512: the correctness tests on each ISA build of the compiled kernels this CPU
+  runs, whichever the timing probe would pick here (another CPU may pick another one).
 
 The children get CNNKERNELS_TEST_INNER=1 and deselect the `subprocess` marker, so they never start children of their
 own.
@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 
 import cnnkernels
-from cnnkernels._library import DISABLE_ENV, STATE, cpu_isa
+from cnnkernels._library import CPU_ISA_ENV, DISABLE_ENV, STATE
 from helpers import INNER_RUN_ENV, PACKAGE_ENV
 
 pytestmark = pytest.mark.subprocess
 
 TESTS_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = Path(cnnkernels.__file__).resolve().parent
-AVX512_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")  # what csrc/cpu/kernels/dispatch.cpp requires
+# What csrc/cpu/kernels/dispatch.cpp requires of the CPU for each build (the -m flags CMakeLists.txt compiles it with)
+ISA_FLAGS = {"DEFAULT": (), "AVX2": ("avx2", "fma", "f16c", "bmi2"),
+             "AVX512": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "f16c", "bmi2")}
 
 
 def _cpu_flags() -> set:
@@ -38,11 +40,12 @@ def _cpu_flags() -> set:
     return set()
 
 
-MISSING_AVX512 = sorted(set(AVX512_FLAGS) - _cpu_flags())
-
-
 def _compiled_isas() -> list:
     return STATE.build_config["cpu_isas"].split(",") if STATE.cpu else []
+
+
+def missing_flags(isa: str) -> list:
+    return sorted(set(ISA_FLAGS[isa]) - _cpu_flags())
 
 
 def child_env(**update: str) -> dict:
@@ -50,7 +53,7 @@ def child_env(**update: str) -> dict:
     outside the source tree so its cnnkernels/ cannot shadow an installed one), with `update` as the only settings
     that change which kernels run."""
     env = dict(os.environ)
-    for k in (DISABLE_ENV, "ATEN_CPU_CAPABILITY", "CNNKERNELS_EXPECT_COMPILED"):
+    for k in (DISABLE_ENV, CPU_ISA_ENV, "ATEN_CPU_CAPABILITY", "CNNKERNELS_EXPECT_COMPILED"):
         env.pop(k, None)
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                                     else []))
@@ -96,28 +99,15 @@ def test_reference_fallback(tmp_path):
 
 
 @pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
-def test_generic_kernels(tmp_path):
-    outcomes = run_inner_pytest(tmp_path, "correctness", ATEN_CPU_CAPABILITY="default")
+@pytest.mark.parametrize("isa", ["DEFAULT", "AVX2", "AVX512"])
+def test_each_isa_build(tmp_path, isa):
+    # The main run covers the builds the probe picked on this CPU; another CPU may pick any other, so every build the
+    # CPU can run passes the correctness tests here.
+    assert isa in _compiled_isas(), f"built without the {isa} kernels: {_compiled_isas()}"
+    if missing_flags(isa):
+        pytest.skip(f"this CPU cannot run the {isa} build (no {'/'.join(missing_flags(isa))})")
+    assert child_cpu_isa(tmp_path, **{CPU_ISA_ENV: isa.lower()}) == isa
+    outcomes = run_inner_pytest(tmp_path, "correctness", **{CPU_ISA_ENV: isa.lower()})
     assert sum(v == "passed" for v in outcomes.values()) > 50
-    # ... and the child's kernels really were the DEFAULT (non-AVX) build.
-    assert _passed(outcomes, "test_kernel_isa_follows_aten_cpu_capability"), outcomes
-
-
-@pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
-@pytest.mark.skipif(bool(MISSING_AVX512), reason=f"AVX-512 kernels cannot run on this CPU (no "
-                                                f"{'/'.join(MISSING_AVX512)} flags); the main run covers its "
-                                                f"{cpu_isa()} kernels")
-def test_avx512_kernels(tmp_path):
-    assert "AVX512" in _compiled_isas(), f"built without AVX-512 kernels: {_compiled_isas()}"
-    assert child_cpu_isa(tmp_path, ATEN_CPU_CAPABILITY="avx512") == "AVX512"
-    outcomes = run_inner_pytest(tmp_path, "correctness", ATEN_CPU_CAPABILITY="avx512")
-    assert sum(v == "passed" for v in outcomes.values()) > 50
-
-
-@pytest.mark.skipif(not STATE.cpu, reason=f"compiled library not loaded: {STATE.reason}")
-@pytest.mark.skipif(not MISSING_AVX512, reason="this CPU has AVX-512")
-def test_avx512_request_without_avx512_cpu_is_safe(tmp_path):
-    # ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512: the kernels must not pick their AVX-512 build (it would
-    # fault); dispatch.cpp re-checks the CPU's flags and falls back to the best supported ISA.
-    isa = child_cpu_isa(tmp_path, ATEN_CPU_CAPABILITY="avx512")
-    assert isa in _compiled_isas() and isa != "AVX512"
+    # ... and the child's kernels really were that build, for every family.
+    assert _passed(outcomes, "test_kernel_isa_follows_cnnkernels_cpu_isa"), outcomes

@@ -3,7 +3,6 @@
 import os
 
 import pytest
-import torch
 
 from cnnkernels import _library
 from cnnkernels._library import BACKENDS, DISABLE_ENV, STATE
@@ -34,10 +33,27 @@ def test_disable_env_forces_reference_backends():
 
 
 @pytest.mark.correctness
-def test_kernel_isa_follows_aten_cpu_capability():
+def test_kernel_isa_follows_cnnkernels_cpu_isa():
+    # Runs in the main suite (the probe's choice) and in tests/test_fallback.py's children (CNNKERNELS_CPU_ISA=...).
     if not STATE.cpu:
         pytest.skip(f"compiled library not loaded: {STATE.reason}")
-    isa = _library.cpu_isa()
-    assert isa in STATE.build_config["cpu_isas"].split(",")
-    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":  # e.g. ATEN_CPU_CAPABILITY=default
-        assert isa == "DEFAULT"
+    d = _library.cpu_dispatch()
+    compiled = STATE.build_config["cpu_isas"].split(",")
+    isas = {f["isa"] for f in d["families"].values()}
+    assert isas <= set(d["runnable"]) <= set(compiled)
+    assert _library.cpu_isa() == d["isa"] == (isas.pop() if len(isas) == 1 else "mixed")
+    request = os.environ.get(_library.CPU_ISA_ENV, "").lower()
+    if request:
+        assert d["request"] == request
+        expected = request.upper() if request.upper() in d["runnable"] else d["runnable"][-1]
+        assert {f["isa"] for f in d["families"].values()} == {expected}
+        assert bool(d["note"]) == (expected != request.upper())
+    else:
+        assert d["request"] is None
+        for fam, f in d["families"].items():
+            if len(d["runnable"]) == 1:
+                assert f["why"] == "the only build this CPU runs" and not f["probe_us"]
+                continue
+            # Every runnable build was timed, and the family runs the fastest.
+            assert set(f["probe_us"]) == set(d["runnable"]), fam
+            assert f["isa"] == min(f["probe_us"], key=f["probe_us"].get), (fam, f)

@@ -76,8 +76,21 @@ struct KernelTable {
   uint64_t (*fingerprint)(const void* data, int64_t bytes);
 };
 
-// The table for the best ISA this CPU supports and ATEN_CPU_CAPABILITY allows (decided once per process).
+// Kernel families chosen independently at run time: each may come from a different ISA build, since which build is
+// fastest depends on the microarchitecture (AVX-512 doubles the FMA width on Intel servers and Zen 5, not on Zen 4)
+// and on the kernel. A family's members share data layouts (conv_rows reads weights packed for its own `panel`).
+enum class Family : int { Conv = 0, Depthwise, MaxPool, AddReLU, Fingerprint };
+constexpr int kFamilies = 5;
+const char* family_name(Family f);
+
+// The kernels this process runs (decided once, at first use, by dispatch.cpp): per family, the ISA that
+// CNNKERNELS_CPU_ISA names, or else the fastest of the builds this CPU can run, by a short timing probe.
 const KernelTable& kernels();
+
+// Seconds per run of `family`'s probe workload for each table in `tables` (single thread; the minimum over
+// interleaved rounds; a table far slower than the best after the first round is not timed again and keeps that
+// first time). Defined in probe.cpp.
+void probe_family(Family family, const KernelTable* const* tables, int n, double* seconds);
 
 #define CNNKERNELS_DECLARE_TABLE(ISA) \
   namespace ISA { const KernelTable& table(); }
