@@ -1,127 +1,34 @@
 // SIMD kernels, compiled once per ISA level (CMake sets CPU_CAPABILITY to DEFAULT, AVX2 or AVX512 and the matching
-// -m flags). Written against ATen's Vectorized<float>, whose width follows CPU_CAPABILITY, so one source serves all.
-// All arithmetic is fp32; fp16/bf16 tensors are widened on load and rounded once on store.
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
+// -m flags). Written against one fp32 vector type whose width follows CPU_CAPABILITY (simd.h), so one source serves
+// all. All arithmetic is fp32; fp16/bf16 tensors are widened on load and rounded once on store.
 #include <algorithm>
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-#include <immintrin.h>
-#endif
 #include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "cpu/kernels/kernel_table.h"
+#include "cpu/kernels/simd.h"
 
 namespace cnnkernels::cpu {
 namespace CPU_CAPABILITY {
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
-constexpr int V = Vec::size();
 constexpr int NR = 2 * V;  // output channels per microkernel tile (= packed weight panel width)
 #if defined(CPU_CAPABILITY_AVX512)
 constexpr int MR = 12;     // 24 accumulators + 2 weight vectors + 1 broadcast of the 32 zmm registers
 #elif defined(CPU_CAPABILITY_AVX2)
 constexpr int MR = 6;      // 12 accumulators + 3 of the 16 ymm registers
 #else
-constexpr int MR = 4;
+constexpr int MR = 4;      // 8 accumulators + 3 of the 16 xmm registers
 #endif
-
-template <typename T>
-inline float to_float(T v) {
-  return static_cast<float>(v);
-}
-#if defined(__F16C__)
-template <>
-inline float to_float<c10::Half>(c10::Half v) {  // one instruction instead of c10's bit manipulation
-  return _cvtsh_ss(v.x);
-}
-#endif
-
-// Whole-vector conversions between fp32 lanes and 16-bit storage. fp16 uses the F16C instructions; bf16 widens by a
-// shift and narrows with round-to-nearest-even (NaN stays NaN), exactly as c10::BFloat16 does per element.
-#if defined(CPU_CAPABILITY_AVX512)
-inline Vec widen(const c10::Half* p) {
-  return Vec(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-}
-inline Vec widen(const c10::BFloat16* p) {
-  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return Vec(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
-}
-inline void narrow(c10::Half* p, const Vec& v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(__m512(v), _MM_FROUND_TO_NEAREST_INT));
-}
-inline void narrow(c10::BFloat16* p, const Vec& v) {
-  const __m512i b = _mm512_castps_si512(__m512(v));
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmp_ps_mask(__m512(v), __m512(v), _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
-}
-#define CNNKERNELS_VECTOR_CONVERT 1
-#elif defined(CPU_CAPABILITY_AVX2)
-inline Vec widen(const c10::Half* p) {
-  return Vec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-inline Vec widen(const c10::BFloat16* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-}
-inline void narrow(c10::Half* p, const Vec& v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(__m256(v), _MM_FROUND_TO_NEAREST_INT));
-}
-inline void narrow(c10::BFloat16* p, const Vec& v) {
-  const __m256i b = _mm256_castps_si256(__m256(v));
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-  const __m256 nan = _mm256_cmp_ps(__m256(v), __m256(v), _CMP_UNORD_Q);
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(nan));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
-}
-#define CNNKERNELS_VECTOR_CONVERT 1
-#endif
-
-// Loads n <= V elements as fp32 lanes (the rest zero).
-template <typename T>
-inline Vec load(const T* p, int n) {
-  if constexpr (std::is_same_v<T, float>) {
-    return n == V ? Vec::loadu(p) : Vec::loadu(p, n);
-  } else {
-#ifdef CNNKERNELS_VECTOR_CONVERT
-    if (n == V) return widen(p);
-#endif
-    alignas(64) float tmp[V] = {};
-    for (int i = 0; i < n; ++i) tmp[i] = to_float(p[i]);
-    return Vec::loadu(tmp);
-  }
-}
-
-template <typename T>
-inline void store(T* p, const Vec& v, int n) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (n == V) v.store(p); else v.store(p, n);
-  } else {
-#ifdef CNNKERNELS_VECTOR_CONVERT
-    if (n == V) return narrow(p, v);
-#endif
-    alignas(64) float tmp[V];
-    v.store(tmp);
-    for (int i = 0; i < n; ++i) p[i] = static_cast<T>(tmp[i]);
-  }
-}
 
 // NaN-propagating, like torch.relu / F.relu6.
 inline Vec activate(Vec v, Activation act) {
   switch (act) {
     case Activation::None: return v;
-    case Activation::ReLU: return at::vec::maximum(v, Vec(0.f));
-    case Activation::ReLU6: return at::vec::minimum(at::vec::maximum(v, Vec(0.f)), Vec(6.f));
+    case Activation::ReLU: return vmax(v, Vec(0.f));
+    case Activation::ReLU6: return vmin(vmax(v, Vec(0.f)), Vec(6.f));
   }
   return v;
 }
@@ -168,10 +75,10 @@ inline const T* row_ptr(const RowsIn& in, int64_t h) {
 template <typename T>
 void add_relu_impl(const T* a, const T* b, T* out, int64_t n) {
   int64_t i = 0;
-  for (; i + V <= n; i += V) store(out + i, at::vec::maximum(load(a + i, V) + load(b + i, V), Vec(0.f)), V);
+  for (; i + V <= n; i += V) store(out + i, vmax(load(a + i, V) + load(b + i, V), Vec(0.f)), V);
   if (i < n) {
     const int r = static_cast<int>(n - i);
-    store(out + i, at::vec::maximum(load(a + i, r) + load(b + i, r), Vec(0.f)), r);
+    store(out + i, vmax(load(a + i, r) + load(b + i, r), Vec(0.f)), r);
   }
 }
 
@@ -206,19 +113,35 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
   }
 }
 
-// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the M pixel pointers a_i.
+// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the pixel pointers a_i, i in [I0, I0 + N).
 // HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
-template <typename TX, bool HALF, int M>
+template <typename TX, bool HALF, int M, int I0 = 0, int N = M>
 CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M],
                                    Vec (&acc1)[M]) {
   for (int64_t c = 0; c < len; ++c, b += NR) {
     const Vec b0 = Vec::loadu(b);
     const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
-    unroll<M>([&](auto i) {
+    unroll<N>([&](auto j) {
+      constexpr int i = I0 + decltype(j)::value;
       const Vec av(to_float(ap[i][c]));
-      acc0[i] = at::vec::fmadd(av, b0, acc0[i]);
-      if constexpr (!HALF) acc1[i] = at::vec::fmadd(av, b1, acc1[i]);
+      acc0[i] = vfmadd(av, b0, acc0[i]);
+      if constexpr (!HALF) acc1[i] = vfmadd(av, b1, acc1[i]);
     });
+  }
+}
+
+// conv_reduce over one kernel tap (or row) of the tile. Above 8 pixels the pointers, the index and the panel pointer
+// outnumber the free general-purpose registers: GCC then parks pointers in vector registers and, short of those,
+// spills a weight vector to the stack every iteration. Two passes of half the pixels each keep everything in
+// registers and read the tap's weights twice (from L1); every pixel still sums in the same order.
+template <typename TX, bool HALF, int M>
+CNNKERNELS_INLINE void conv_reduce_tap(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M],
+                                       Vec (&acc1)[M]) {
+  if constexpr (M > 8) {
+    conv_reduce<TX, HALF, M, 0, M / 2>(ap, b, len, acc0, acc1);
+    conv_reduce<TX, HALF, M, M / 2, M - M / 2>(ap, b, len, acc0, acc1);
+  } else {
+    conv_reduce<TX, HALF, M>(ap, b, len, acc0, acc1);
   }
 }
 
@@ -281,7 +204,7 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
         const int64_t iw = ows[i] * a.sW - a.pW + kw * a.dW;
         ap[i] = (rows[i] && iw >= 0 && iw < W) ? rows[i] + iw * a.x.ld : zero;
       });
-      conv_reduce<TX, HALF, M>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
+      conv_reduce_tap<TX, HALF, M>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
 }
@@ -322,7 +245,7 @@ __attribute__((flatten)) void conv_tile(const ConvRowsArgs& a, const float* pane
     });
     return;
   }
-  alignas(64) float tile[M * NR];
+  float tile[M * NR];  // not over-aligned: realigning the stack takes %rbp, a register the inner loops need
   unroll<M>([&](auto i) {
     acc0[i].store(tile + i * NR);
     acc1[i].store(tile + i * NR + V);
@@ -397,7 +320,7 @@ void depthwise_rows_generic(const DwRowsArgs& a) {
           for (int64_t kw = 0; kw < a.kW; ++kw) {
             const int64_t iw = ow * a.sW - a.pW + kw * a.dW;
             if (iw < 0 || iw >= a.x.W) continue;
-            acc = at::vec::fmadd(load(row + iw * a.x.ld + c0, cnt), load(a.w + (kh * a.kW + kw) * wld + c0, cnt), acc);
+            acc = vfmadd(load(row + iw * a.x.ld + c0, cnt), load(a.w + (kh * a.kW + kw) * wld + c0, cnt), acc);
           }
         }
         if (rp) acc = acc + load(rp + c0, cnt);
@@ -410,6 +333,11 @@ void depthwise_rows_generic(const DwRowsArgs& a) {
 // K x K specialisation: per channel block the K*K filter vectors are loaded once per row and reused across the row's
 // pixels; interior pixels (all taps inside the image) run without bounds checks.
 constexpr int kDwPix = 4;
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kVecRegs = 32;
+#else
+constexpr int kVecRegs = 16;
+#endif
 
 // flatten: the nested unroll lambdas must all be inlined, or the accumulators they capture by reference live in memory
 // and every FMA becomes a load-FMA-store chain.
@@ -433,8 +361,14 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
     const TY* rrow = res ? res + (oh - a.oh0) * a.y.Wo * a.res_ld : nullptr;
     for (int64_t c0 = 0; c0 < a.C; c0 += V) {
       const int cnt = static_cast<int>(std::min<int64_t>(V, a.C - c0));
-      Vec w[K * K];
-      unroll<K * K>([&](auto t) { w[t] = load(a.w + t * wld + c0, cnt); });
+      // The K*K filter vectors stay in registers across the row when they fit beside the interior's kDwPix
+      // accumulators, one input and the bias; otherwise (5x5 in 16 registers) every use reloads its tap from the
+      // packed weights, which costs what a reload of a spilled copy would and keeps stores out of the loop.
+      // The edge pixels always read the taps from memory: they are few, and their bounds checks need registers.
+      constexpr bool regs = K * K + kDwPix + 2 <= kVecRegs;
+      Vec w[regs ? K * K : 1];
+      if constexpr (regs) unroll<K * K>([&](auto t) { w[t] = load(a.w + t * wld + c0, cnt); });
+      auto tap = [&](int t, int n) { return load(a.w + t * wld + c0, n); };
       const Vec bias = a.bias ? load(a.bias + c0, cnt) : Vec(0.f);
       auto finish = [&](int64_t ow, Vec acc) {
         if (rrow) acc = acc + load(rrow + ow * a.res_ld + c0, cnt);
@@ -446,7 +380,7 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
           if (!rows[kh]) return;
           unroll<K>([&](auto kw) {
             const int64_t iw = ow * sW - pW + kw * dW;
-            if (iw >= 0 && iw < a.x.W) acc = at::vec::fmadd(load(rows[kh] + iw * ld + c0, cnt), w[kh * K + kw], acc);
+            if (iw >= 0 && iw < a.x.W) acc = vfmadd(load(rows[kh] + iw * ld + c0, cnt), tap(kh * K + kw, cnt), acc);
           });
         });
         finish(ow, acc);
@@ -463,9 +397,9 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
           if (!rows[kh]) return;
           const TX* p = rows[kh] + iw0 * ld + c0;
           unroll<K>([&](auto kw) {
-            unroll<P>([&](auto j) {
-              acc[j] = at::vec::fmadd(load(p + (j * sW + kw * dW) * ld, n), w[kh * K + kw], acc[j]);
-            });
+            Vec wt;
+            if constexpr (regs) wt = w[kh * K + kw]; else wt = tap(kh * K + kw, n);
+            unroll<P>([&](auto j) { acc[j] = vfmadd(load(p + (j * sW + kw * dW) * ld, n), wt, acc[j]); });
           });
         });
         unroll<P>([&](auto j) { finish(ow + j, acc[j]); });
@@ -509,7 +443,7 @@ void maxpool3x3_rows_impl(const MaxPoolRowsArgs& a) {
         for (int64_t ih = std::max<int64_t>(oh - 1, 0); ih <= std::min(oh + 1, a.x.H - 1); ++ih) {
           const TX* row = row_ptr<TX>(a.x, ih);
           for (int64_t iw = std::max<int64_t>(ow - 1, 0); iw <= std::min(ow + 1, a.x.W - 1); ++iw)
-            m = at::vec::maximum(m, load(row + iw * a.x.ld + c0, cnt));
+            m = vmax(m, load(row + iw * a.x.ld + c0, cnt));
         }
         store(yp + c0, m, cnt);
       }
