@@ -113,35 +113,19 @@ inline void conv_epilogue(const ConvRowsArgs& a, const float* tile, int64_t p0, 
   }
 }
 
-// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the pixel pointers a_i, i in [I0, I0 + N).
+// Accumulates sum_k a_i[k] * b[k][0:NR] over k < len for the M pixel pointers a_i.
 // HALF: the panel's second vector is zero padding (a layer's last panel with at most V channels): skip its FMAs.
-template <typename TX, bool HALF, int M, int I0 = 0, int N = M>
+template <typename TX, bool HALF, int M>
 CNNKERNELS_INLINE void conv_reduce(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M],
                                    Vec (&acc1)[M]) {
   for (int64_t c = 0; c < len; ++c, b += NR) {
     const Vec b0 = Vec::loadu(b);
     const Vec b1 = HALF ? Vec(0.f) : Vec::loadu(b + V);
-    unroll<N>([&](auto j) {
-      constexpr int i = I0 + decltype(j)::value;
+    unroll<M>([&](auto i) {
       const Vec av(to_float(ap[i][c]));
       acc0[i] = vfmadd(av, b0, acc0[i]);
       if constexpr (!HALF) acc1[i] = vfmadd(av, b1, acc1[i]);
     });
-  }
-}
-
-// conv_reduce over one kernel tap (or row) of the tile. Above 8 pixels the pointers, the index and the panel pointer
-// outnumber the free general-purpose registers: GCC then parks pointers in vector registers and, short of those,
-// spills a weight vector to the stack every iteration. Two passes of half the pixels each keep everything in
-// registers and read the tap's weights twice (from L1); every pixel still sums in the same order.
-template <typename TX, bool HALF, int M>
-CNNKERNELS_INLINE void conv_reduce_tap(const TX* const (&ap)[M], const float* b, int64_t len, Vec (&acc0)[M],
-                                       Vec (&acc1)[M]) {
-  if constexpr (M > 8) {
-    conv_reduce<TX, HALF, M, 0, M / 2>(ap, b, len, acc0, acc1);
-    conv_reduce<TX, HALF, M, M / 2, M - M / 2>(ap, b, len, acc0, acc1);
-  } else {
-    conv_reduce<TX, HALF, M>(ap, b, len, acc0, acc1);
   }
 }
 
@@ -204,7 +188,7 @@ CNNKERNELS_INLINE void conv_accumulate(const ConvRowsArgs& a, const float* panel
         const int64_t iw = ows[i] * a.sW - a.pW + kw * a.dW;
         ap[i] = (rows[i] && iw >= 0 && iw < W) ? rows[i] + iw * a.x.ld : zero;
       });
-      conv_reduce_tap<TX, HALF, M>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
+      conv_reduce<TX, HALF, M>(ap, bk + kw * Cin * NR, Cin, acc0, acc1);
     }
   }
 }
@@ -338,6 +322,7 @@ constexpr int kVecRegs = 32;
 #else
 constexpr int kVecRegs = 16;
 #endif
+constexpr bool kThreeOperand = V > 4;  // the AVX builds (VEX/EVEX encoding); not the SSE2 one
 
 // flatten: the nested unroll lambdas must all be inlined, or the accumulators they capture by reference live in memory
 // and every FMA becomes a load-FMA-store chain.
@@ -365,7 +350,9 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
       // accumulators, one input and the bias; otherwise (5x5 in 16 registers) every use reloads its tap from the
       // packed weights, which costs what a reload of a spilled copy would and keeps stores out of the loop.
       // The edge pixels always read the taps from memory: they are few, and their bounds checks need registers.
-      constexpr bool regs = K * K + kDwPix + 2 <= kVecRegs;
+      // SSE2's two-operand multiply overwrites an operand, so every use of a kept tap costs a copy and a register:
+      // the portable build always reads them from memory.
+      constexpr bool regs = kThreeOperand && K * K + kDwPix + 2 <= kVecRegs;
       Vec w[regs ? K * K : 1];
       if constexpr (regs) unroll<K * K>([&](auto t) { w[t] = load(a.w + t * wld + c0, cnt); });
       auto tap = [&](int t, int n) { return load(a.w + t * wld + c0, n); };
