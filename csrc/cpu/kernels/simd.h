@@ -72,6 +72,14 @@ inline float to_float<c10::Half>(c10::Half v) {  // one instruction instead of c
 }
 #endif
 
+#if !defined(CPU_CAPABILITY_AVX2)
+// ATen's AVX-512 partial loadu/store are masked; the SSE2 vector's above assemble the lanes in registers.
+inline Vec load_f32(const float* p, int n) { return n == V ? Vec::loadu(p) : Vec::loadu(p, n); }
+inline void store_f32(float* p, const Vec& v, int n) {
+  if (n == V) v.store(p); else v.store(p, n);
+}
+#endif
+
 #if defined(CPU_CAPABILITY_AVX512)
 // n <= 16 16-bit elements (the rest zero); masked, so never touching memory past p + n.
 inline __m256i load_u16(const void* p, int n) {
@@ -84,10 +92,6 @@ inline void store_u16(void* p, __m256i w, int n) {
   } else {
     _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1), w);
   }
-}
-inline Vec load_f32(const float* p, int n) { return n == V ? Vec::loadu(p) : Vec::loadu(p, n); }  // masked
-inline void store_f32(float* p, const Vec& v, int n) {
-  if (n == V) v.store(p); else v.store(p, n);  // masked
 }
 inline Vec widen(const c10::Half* p, int n) { return Vec(_mm512_cvtph_ps(load_u16(p, n))); }
 inline Vec widen(const c10::BFloat16* p, int n) {
@@ -167,10 +171,6 @@ inline void narrow(c10::BFloat16* p, const Vec& v, int n) {
   store_u16(p, _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)), n);
 }
 #else
-inline Vec load_f32(const float* p, int n) { return n == V ? Vec::loadu(p) : Vec::loadu(p, n); }
-inline void store_f32(float* p, const Vec& v, int n) {
-  if (n == V) v.store(p); else v.store(p, n);
-}
 #if defined(__SSE2__)
 // Element by element in general-purpose registers (c10's conversions), assembled in an xmm without a buffer.
 template <typename T>
