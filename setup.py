@@ -133,5 +133,4 @@ class CMakeBuild(build_ext):
 setup(
     ext_modules=[CMakeExtension("cnnkernels._placeholder")],
     cmdclass={"build_ext": CMakeBuild},
-    package_data={"cnnkernels": ["ops.schema", "lib/*.so", "lib/_build_config.json"]},
 )

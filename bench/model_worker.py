@@ -12,13 +12,7 @@ import json
 import sys
 import time
 
-
-def percentile(xs, q):
-    xs = sorted(xs)
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+from stats import summary
 
 
 def make_runner(kind: str, path: str, x, threads: int):
@@ -71,8 +65,7 @@ def main(argv) -> int:
             t = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t) * 1e3)
-        out.update(samples_ms=samples, median_ms=percentile(samples, 0.5), p20_ms=percentile(samples, 0.2),
-                   p80_ms=percentile(samples, 0.8))
+        out.update(samples_ms=samples, **summary(samples))
     except Exception as e:  # reported in the table cell
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         out["error"] = (msg if isinstance(e, AssertionError) else f"{type(e).__name__}: {msg}")[:300]

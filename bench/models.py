@@ -49,7 +49,9 @@ from torch import nn
 import cnnkernels
 import cnnkernels.models as cmodels
 from cnnkernels.info import dispatch_lines
+from cnnkernels.testing import randomize_bn
 from plot import speedup_bars
+from stats import summary
 
 HERE = Path(__file__).resolve().parent
 CL = torch.channels_last
@@ -127,20 +129,6 @@ class Progress:
             sys.stderr.flush()
 
 
-def randomize_bn(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
-
-
 def build_models(name: str, seed: int):
     """(reference model, cnnkernels model loaded from its state_dict, note); both eval, BN randomized."""
     torch.manual_seed(seed)
@@ -195,12 +183,9 @@ def _short(e: BaseException) -> str:
 
 
 def _stats(r: ModelResult) -> None:
-    from run import percentile
-
     if r.samples_ms:
-        r.median_ms = percentile(r.samples_ms, 0.5)
-        r.p20_ms = percentile(r.samples_ms, 0.2)
-        r.p80_ms = percentile(r.samples_ms, 0.8)
+        for k, v in summary(r.samples_ms).items():
+            setattr(r, k, v)
         r.images_per_s = r.batch / r.median_ms * 1e3
 
 

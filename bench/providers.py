@@ -37,7 +37,7 @@ class Provider:
     def prepare(self, case: Case, x: torch.Tensor, acts: Tensors, w: Tensors) -> Callable[[], torch.Tensor]:
         raise NotImplementedError
 
-    def backend(self, case: Case) -> Optional[str]:
+    def backend(self, case: Case, dtype: torch.dtype) -> Optional[str]:
         """For cnnkernels: which implementation serves the case ("compiled", "reference"; on CUDA "cuda", "triton")."""
         return None
 
@@ -64,13 +64,11 @@ class Cnnkernels(Provider):
                 return fused(**kwargs)
         return run
 
-    def backend(self, case):
-        """What serves the case: on CPU "compiled" or "reference"; on CUDA what use_backend(cuda_backend) resolves
+    def backend(self, case, dtype):
+        """What serves the case: on CPU "compiled", "aten-fp64" or "reference" (cpu_kernel_source); on CUDA what use_backend(cuda_backend) resolves
         to: "cuda", "triton", or "reference" where the op has no compiled CUDA kernel."""
         if self.cuda_backend is None:
-            from cnnkernels._library import BACKENDS
-
-            return BACKENDS.get(case.op, {}).get("CPU", "missing")
+            return cpu_kernel_source(case.op, dtype)
         import cnnkernels
         from cnnkernels.backends import backend_table
 

@@ -44,8 +44,10 @@ from cnnkernels.info import collect as collect_info, dispatch_lines  # noqa: E40
 
 from calibrate import calibrate, format_calibration  # noqa: E402
 from cases import CASES, Case  # noqa: E402
+from models import main_models  # noqa: E402
 from plot import speedup_bars  # noqa: E402
 from providers import CUDA_PROVIDER_NAMES, PEERS, PROVIDER_NAMES, Compile, all_providers  # noqa: E402
+from stats import summary  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 # max |out - ref| allowed, relative to max |ref|
@@ -70,7 +72,7 @@ class Result:
     desc: str
     input_shape: List[int]
     provider: str
-    backend: Optional[str] = None          # cnnkernels only: compiled kernel or reference fallback
+    backend: Optional[str] = None          # cnnkernels only: compiled, aten-fp64 or reference (cpu_kernel_source)
     median_ms: Optional[float] = None
     p20_ms: Optional[float] = None
     p80_ms: Optional[float] = None
@@ -85,14 +87,6 @@ class Result:
     gbps: Optional[float] = None
     pct_peak_flops: Optional[float] = None  # of the calibration probe's peaks; None with --no-calibrate
     pct_peak_bw: Optional[float] = None
-
-
-def percentile(xs: List[float], q: float) -> float:
-    xs = sorted(xs)
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def check(out, ref: torch.Tensor, dtype) -> float:
@@ -154,7 +148,7 @@ def run_case(case: Case, providers, batch: int, dtype, timing: Timing, seed: int
 
     results, live = {}, []
     for p in providers:
-        r = Result(case.name, case.op, case.describe(), list(shape), p.name, backend=p.backend(case), flops=flops,
+        r = Result(case.name, case.op, case.describe(), list(shape), p.name, backend=p.backend(case, dtype), flops=flops,
                    min_bytes=nbytes)
         results[p.name] = r
         try:
@@ -186,9 +180,8 @@ def run_case(case: Case, providers, batch: int, dtype, timing: Timing, seed: int
         gc.enable()
     for r in results.values():
         if r.samples_ms:
-            r.median_ms = percentile(r.samples_ms, 0.5)
-            r.p20_ms = percentile(r.samples_ms, 0.2)
-            r.p80_ms = percentile(r.samples_ms, 0.8)
+            for k, v in summary(r.samples_ms).items():
+                setattr(r, k, v)
     return list(results.values())
 
 
@@ -254,7 +247,7 @@ def _cell(r: Result, notes: List[str], mark: str = "") -> str:
         notes.append(f"{r.case} / {r.provider}: {r.error}")
         return f"error [{len(notes)}]"
     spread = (r.p80_ms - r.p20_ms) / 2 / r.median_ms * 100 if r.median_ms else 0.0
-    mark += "*" if r.backend == "reference" else ""
+    mark += {"reference": "*", "aten-fp64": "†"}.get(r.backend, "")
     return f"{r.median_ms:.3f}{mark} ±{spread:.0f}%"
 
 
@@ -316,6 +309,9 @@ def legend(results: List[Result], names: List[str], device: str) -> List[str]:
         lines.append("^ the faster cnnkernels backend, which the speedups and rates are for")
     if any(r.backend == "reference" and r.median_ms for r in results):
         lines.append("* cnnkernels ran its pure-PyTorch reference (no compiled kernel for that op on this device)")
+    if any(r.backend == "aten-fp64" and r.median_ms for r in results):
+        lines.append("† float64 on CPU: the cnnkernels op hands the call to ATen's float64 operators (the fused CPU "
+                     "kernels compute fp32, fp16 and bf16): these cells time ATen, not a cnnkernels kernel")
     return lines
 
 
@@ -471,8 +467,6 @@ def usable_cores() -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.models is not None or args.model:
-        from models import main_models
-
         threads = args.threads or usable_cores()
         torch.set_num_threads(threads)
         return main_models(args, threads, machine_info(threads))

@@ -156,20 +156,34 @@ for _name, _schema in SCHEMAS.items():
     if not hasattr(getattr(torch.ops, NAMESPACE), _name):
         LIB.define(_schema)
 
-# (op, dispatch key) -> "compiled" or "reference", filled as the op modules register their fallbacks.
-BACKENDS: Dict[str, Dict[str, str]] = {}
+# {op: {dispatch key: "compiled" or "reference"}}: where each op's kernel for a device comes from, filled as the op
+# modules register their fallbacks. (Not cnnkernels.backends.BACKENDS, the CUDA backends a user can choose.)
+KERNEL_SOURCES: Dict[str, Dict[str, str]] = {}
+
+# The dtypes the compiled CPU kernels compute. A float64 call to a compiled CPU op is served by ATen's own float64
+# operators inside the op (csrc/cpu/<op>.cpp, *_reference_fp64): correct, but nothing fused; reports say so.
+CPU_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def cpu_kernel_source(op: str, dtype: torch.dtype) -> str:
+    """What serves `op` for CPU tensors of `dtype`: "compiled" (a fused kernel), "aten-fp64" (the compiled op hands
+    float64 to ATen), "reference" (the pure-PyTorch fallback) or "missing"."""
+    source = KERNEL_SOURCES.get(op, {}).get("CPU", "missing")
+    if source == "compiled" and dtype not in CPU_KERNEL_DTYPES:
+        return "aten-fp64"
+    return source
 
 
 def register_reference_where_missing(name: str, fn) -> None:
     """Registers `fn` (validation + reference) for every device that has no compiled kernel for op `name`."""
     qualname = f"{NAMESPACE}::{name}"
-    BACKENDS[name] = {}
+    KERNEL_SOURCES[name] = {}
     for key in ("CPU", "CUDA"):
         if torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key):
-            BACKENDS[name][key] = "compiled"
+            KERNEL_SOURCES[name][key] = "compiled"
         else:
             LIB.impl(name, fn, key)
-            BACKENDS[name][key] = "reference"
+            KERNEL_SOURCES[name][key] = "reference"
 
 
 def cpu_isa() -> Optional[str]:

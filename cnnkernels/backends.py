@@ -7,7 +7,7 @@ Backends for CUDA tensors:
 - ``"triton"``: ``torch.ops.cnnkernels.<op>_triton`` (cnnkernels.triton, imported when first chosen),
 - ``"reference"``: the pure-PyTorch reference (same validation, output in the same memory format).
 
-Default, per op: ``"cuda"`` where the compiled CUDA kernel exists (``_library.BACKENDS[op]["CUDA"] == "compiled"``),
+Default, per op: ``"cuda"`` where the compiled CUDA kernel exists (``_library.KERNEL_SOURCES[op]["CUDA"] == "compiled"``),
 else ``"triton"`` if triton can be imported, else ``"reference"``.
 
 Overrides, strongest first:
@@ -78,7 +78,7 @@ def triton_available() -> bool:
 
 def cuda_compiled(op: str) -> bool:
     """Whether torch.ops.cnnkernels.<op> has a compiled CUDA kernel."""
-    return _library.BACKENDS.get(op, {}).get("CUDA") == "compiled"
+    return _library.KERNEL_SOURCES.get(op, {}).get("CUDA") == "compiled"
 
 
 def default_backend(op: str) -> str:
@@ -197,7 +197,7 @@ def backend_table() -> Dict[str, Dict[str, str]]:
         if chosen == "triton" and interpreting():
             cpu = "triton"
         else:
-            cpu = _library.BACKENDS.get(op, {}).get("CPU", "compiled" if _library.STATE.cpu else "reference")
+            cpu = _library.KERNEL_SOURCES.get(op, {}).get("CPU", "compiled" if _library.STATE.cpu else "reference")
         cuda = chosen if chosen is not None else default_backend(op)
         if cuda == "cuda" and not cuda_compiled(op):
             cuda = "reference"

@@ -68,11 +68,13 @@ def _op_backends() -> Dict[str, Dict[str, str]]:
     for name, schema in L.SCHEMAS.items():
         row = {"schema": schema}
         for key in DEVICE_KEYS:
-            backend = L.BACKENDS.get(name, {}).get(key)
+            backend = L.KERNEL_SOURCES.get(name, {}).get(key)
             if backend is None:  # no Python module registered the op: only a compiled kernel can serve it
                 has = torch._C._dispatch_has_kernel_for_dispatch_key(f"{L.NAMESPACE}::{name}", key)
                 backend = "compiled" if has else "missing"
             row[key] = backend
+        # float64 calls: the compiled CPU op hands them to ATen (no fused fp64 kernel)
+        row["CPU_fp64"] = L.cpu_kernel_source(name, torch.float64) if row["CPU"] == "compiled" else row["CPU"]
         # what cnnkernels.<op>() runs for CUDA tensors (cnnkernels.use_backend / CNNKERNELS_CUDA_BACKEND)
         row["cuda_backend"] = chosen.get(name, {}).get("cuda", "reference")
         ops[name] = row
@@ -183,12 +185,13 @@ def format_report(info: Dict[str, Any]) -> str:
     devs = info["cuda_devices"]
     add("  CUDA devices  " + (", ".join(f"{d['name']} (sm {d['capability']})" for d in devs) if devs else "none"))
     add("")
-    add("Ops (kernel registered per device: compiled, pure-PyTorch reference, or missing; and the backend the")
-    add("     cnnkernels.<op>() wrappers pick for CUDA tensors: cuda, triton or reference)")
+    add("Ops (kernel registered per device: compiled, pure-PyTorch reference, or missing; CPU fp64: what serves")
+    add("     float64 CPU tensors, aten-fp64 = the op calls ATen's float64 operators, nothing fused; and the backend")
+    add("     the cnnkernels.<op>() wrappers pick for CUDA tensors: cuda, triton or reference)")
     width = max([len("op")] + [len(n) for n in info["ops"]])
-    add(f"  {'op':<{width}}  {'CPU':<10}  {'CUDA':<10}  CUDA backend")
+    add(f"  {'op':<{width}}  {'CPU':<10}  {'CPU fp64':<10}  {'CUDA':<10}  CUDA backend")
     for name, row in info["ops"].items():
-        add(f"  {name:<{width}}  {row['CPU']:<10}  {row['CUDA']:<10}  {row['cuda_backend']}")
+        add(f"  {name:<{width}}  {row['CPU']:<10}  {row['CPU_fp64']:<10}  {row['CUDA']:<10}  {row['cuda_backend']}")
     return "\n".join(out)
 
 

@@ -24,46 +24,37 @@ import torch
 from torch import nn
 
 from cnnkernels._library import weight_cache_freeze
+from cnnkernels._optional import loaded_class
+from cnnkernels.models.resnet import ResNet
 from cnnkernels.nn import modules as M
-from cnnkernels.nn._fold import FoldCacheMixin, conv_is_fusable, fold_conv_bn, is_foldable_norm, _BN_TYPES, _FROZEN_BN
+from cnnkernels.nn._fold import FoldCacheMixin, fold_conv_bn, is_foldable_norm
 
 __all__ = ["optimize"]
 
 
+# torchvision classes -> the cnnkernels.nn module with the same attributes, forward and state_dict.
+_TORCHVISION_EQUIVALENTS = (
+    ("torchvision.models.resnet", "BasicBlock", M.BasicBlock),
+    ("torchvision.models.resnet", "Bottleneck", M.Bottleneck),
+    ("torchvision.models.resnet", "ResNet", ResNet),
+    ("torchvision.models.mobilenetv2", "InvertedResidual", M.InvertedResidual),
+    ("torchvision.models.googlenet", "Inception", M.InceptionBlock),
+    ("torchvision.models.googlenet", "BasicConv2d", M.BasicConv2d),
+    ("torchvision.ops.misc", "Conv2dNormActivation", M.ConvBNAct),
+)
+
+
 def _torchvision_map() -> Dict[type, type]:
-    from cnnkernels.models.resnet import ResNet
+    """The torchvision classes a model can hold now (only imported modules' classes can be in it)."""
     table: Dict[type, type] = {}
-    try:
-        import importlib
-        tg = importlib.import_module("torchvision.models.googlenet")
-        tm = importlib.import_module("torchvision.models.mobilenetv2")
-        tr = importlib.import_module("torchvision.models.resnet")
-        tmisc = importlib.import_module("torchvision.ops.misc")
-    except Exception:  # torchvision is optional
-        return table
-    table[tr.BasicBlock] = M.BasicBlock
-    table[tr.Bottleneck] = M.Bottleneck
-    table[tr.ResNet] = ResNet
-    table[tm.InvertedResidual] = M.InvertedResidual
-    table[tg.Inception] = M.InceptionBlock
-    table[tg.BasicConv2d] = M.BasicConv2d
-    table[tmisc.Conv2dNormActivation] = M.ConvBNAct
+    for module, name, target in _TORCHVISION_EQUIVALENTS:
+        cls = loaded_class(module, name)
+        if cls is not None:
+            table[cls] = target
     return table
 
 
 _ALWAYS = {nn.Linear: M.Linear}
-
-
-_DESCRIPTIONS = {
-    "BasicBlock": "2x conv2d_act, shortcut add + ReLU in the epilogue",
-    "Bottleneck": "3x conv2d_act, shortcut add + ReLU in the epilogue",
-    "ResNet": "stem conv+bn+relu -> conv2d_act",
-    "InvertedResidual": "inverted_residual",
-    "InceptionBlock": "inception_block",
-    "BasicConv2d": "conv2d_act(relu)",
-    "DepthwiseSeparableConv2d": "dwsep_conv2d",
-    "Linear": "conv2d_act (1x1 over the batch)",
-}
 
 
 def _adopt(cls: type, m: nn.Module) -> nn.Module:
@@ -80,19 +71,7 @@ def _adopt(cls: type, m: nn.Module) -> nn.Module:
 
 def _describe(m: nn.Module) -> Optional[str]:
     """What the fused module runs, or None when it would fall back to its plain submodules."""
-    if not isinstance(m, FoldCacheMixin):
-        return None
-    with torch.no_grad():
-        f = m._compute_fold()
-    if f is None:
-        return None
-    if isinstance(m, M.FusedSequential):
-        fused = [s for s in f if len(s) > 1]
-        if not fused:
-            return None
-        acts = ", ".join(s[3] for s in fused)
-        return f"{len(fused)}x conv2d_act ({acts})"
-    return _DESCRIPTIONS.get(type(m).__name__, "fused")
+    return m.describe_fusion() if isinstance(m, FoldCacheMixin) else None
 
 
 def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[str, str, str, str]]) -> nn.Module:
@@ -124,38 +103,13 @@ def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[s
     return new
 
 
-def _is_bn(m: nn.Module) -> bool:
-    return type(m) in _BN_TYPES or (_FROZEN_BN is not None and type(m) is _FROZEN_BN)
-
-
-_ATTR_PAIRS = {
-    "BasicConv2d": (("conv", "bn"),),
-    "BasicBlock": (("conv1", "bn1"), ("conv2", "bn2")),
-    "Bottleneck": (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
-    "ResNet": (("conv1", "bn1"),),
-}
-
-
-def _pairs(m: nn.Module):
-    """(conv, owner, norm attribute) for every BatchNorm that directly follows a conv in m's forward."""
-    if isinstance(m, M.FusedSequential):
-        keys = list(m._modules)
-        for a, b in zip(keys, keys[1:]):
-            if conv_is_fusable(m._modules[a]) and m._modules[b] is not None and _is_bn(m._modules[b]):
-                yield m._modules[a], m, b
-        return
-    if isinstance(m, FoldCacheMixin) and m.__module__.startswith("cnnkernels."):
-        for conv, norm in _ATTR_PAIRS.get(type(m).__name__, ()):
-            c, n = getattr(m, conv, None), getattr(m, norm, None)
-            if c is not None and n is not None and conv_is_fusable(c) and _is_bn(n):
-                yield c, m, norm
-
-
 def _bake(model: nn.Module, prefix_of: Dict[int, str], log: List[str]) -> int:
     done = set()
     count = 0
     for m in list(model.modules()):
-        for conv, owner, name in list(_pairs(m)):
+        if not isinstance(m, FoldCacheMixin):
+            continue
+        for conv, owner, name in list(m.conv_bn_pairs()):
             norm = getattr(owner, name)
             if id(conv) in done or not is_foldable_norm(norm):
                 continue
@@ -242,7 +196,7 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
             weight_cache_freeze(itertools.chain(model.parameters(), model.buffers()))
             for m in model.modules():
                 if isinstance(m, FoldCacheMixin):
-                    m.__dict__["_fold_frozen"] = True
+                    m.freeze_fold()
     if verbose:
         shown = [e for e in log if not any(e[0].startswith(o[0] + ".") for o in log if o is not e)]
         print(f"cnnkernels.optimize: {type(model).__name__}: {len(shown)} fused modules, {n_folded} BatchNorm layers "

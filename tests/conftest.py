@@ -16,16 +16,8 @@ import cnnkernels
 from cnnkernels import _library
 from helpers import INNER_RUN_ENV, PACKAGE_ENV, inner_run
 
-MARKERS = {
-    "correctness": "op output vs the pure-PyTorch reference (re-run by test_fallback.py)",
-    "bad_input": "invalid arguments raise the documented exception (re-run by test_fallback.py)",
-    "subprocess": "runs part of the suite in a child process (never inside such a child)",
-}
-
-
 def pytest_configure(config):
-    for name, doc in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {doc}")
+    # (The markers are declared in pyproject.toml.)
     # A child run of tests/test_fallback.py must test the package its parent tests.
     expected = os.environ.get(PACKAGE_ENV)
     if expected:

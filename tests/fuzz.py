@@ -40,11 +40,12 @@ from hypothesis import strategies as st
 
 from torch._prims_common import is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense
 
+from cnnkernels._library import op_names
 from cnnkernels.ops._checks import output_memory_format
 from helpers import DTYPE_IDS, TOLERANCES, expected_memory_format, map_tensors, op, reference
 from samples import LAYOUTS, Maker
 
-OPS = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block")
+OPS = tuple(op_names())
 FUZZ_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ACTS = ("none", "relu", "relu6")
 # Layouts of 4-D tensors: samples.LAYOUTS plus a cropped view (storage offset, non-dense, channels_last strides) and a

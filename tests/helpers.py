@@ -163,18 +163,3 @@ def opcheck(op_name: str, args: Sequence, requires_grad: bool) -> None:
 
 def inner_run() -> bool:
     return os.environ.get(INNER_RUN_ENV) == "1"
-
-
-def randomize_bn(model, seed=0):
-    """Fresh BatchNorms are identities (mean 0, var 1, gamma 1, beta 0) and hide folding bugs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model

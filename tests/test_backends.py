@@ -11,7 +11,7 @@ import cnnkernels
 from cnnkernels import _library, backends
 from cnnkernels.backends import ENV_VAR, backend_table, default_backend, resolve, use_backend
 
-OPS = ["add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block"]
+OPS = _library.op_names()
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +24,12 @@ def clean(monkeypatch):
     monkeypatch.setattr(backends, "_ensure_triton_op", lambda op: None)
     monkeypatch.setattr(backends, "triton_available", lambda: True)
     for op in OPS:
-        monkeypatch.setitem(_library.BACKENDS, op, {"CPU": "compiled", "CUDA": "reference"})
+        monkeypatch.setitem(_library.KERNEL_SOURCES, op, {"CPU": "compiled", "CUDA": "reference"})
 
 
 def set_cuda_compiled(monkeypatch, *ops):
     for op in ops:
-        monkeypatch.setitem(_library.BACKENDS, op, {"CPU": "compiled", "CUDA": "compiled"})
+        monkeypatch.setitem(_library.KERNEL_SOURCES, op, {"CPU": "compiled", "CUDA": "compiled"})
 
 
 def test_exports():
@@ -164,7 +164,7 @@ def test_triton_on_cpu_only_in_interpreter(monkeypatch):
 
 def test_backend_table(monkeypatch):
     set_cuda_compiled(monkeypatch, "add_relu")
-    monkeypatch.setitem(_library.BACKENDS, "conv2d_act", {"CPU": "reference", "CUDA": "reference"})
+    monkeypatch.setitem(_library.KERNEL_SOURCES, "conv2d_act", {"CPU": "reference", "CUDA": "reference"})
     table = backend_table()
     assert set(table) == set(OPS)
     assert table["add_relu"] == {"cpu": "compiled", "cuda": "cuda"}

@@ -164,4 +164,4 @@ def test_info_collect_in_process():
     for name, row in info["ops"].items():
         assert row["schema"].startswith(name + "(")
         for key in ("CPU", "CUDA"):
-            assert row[key] == L.BACKENDS.get(name, {}).get(key, row[key])
+            assert row[key] == L.KERNEL_SOURCES.get(name, {}).get(key, row[key])

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import cnnkernels
+from buildutil import skip_or_fail
 from cnnkernels import _library
 from test_bad_input_catalogue import AT_WINDOW_MAX
 from test_bad_input_catalogue import _call_args as _catalogue_args
@@ -75,13 +76,13 @@ class Emu:
 def emu():
     global _SCHEMAS
     if not (EMU_SRC / "emu_ops.cpp").exists():
-        pytest.skip("the CUDA sources are not here (tests run outside a source checkout)")
+        skip_or_fail("the CUDA sources are not here (tests run outside a source checkout)")
     from torch.utils import cpp_extension
     inc = _cuda_include()
     if inc is None:
-        pytest.skip("no CUDA headers (cuda_fp16.h) for the emulation build")
+        skip_or_fail("no CUDA headers (cuda_fp16.h) for the emulation build")
     if not cpp_extension.is_ninja_available() or not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("the emulation build needs ninja and a C++ compiler")
+        skip_or_fail("the emulation build needs ninja and a C++ compiler")
     if _SCHEMAS is None:
         _SCHEMAS = torch.library.Library(NS, "DEF")
         for schema in _library.read_schemas().values():
@@ -219,7 +220,7 @@ BAD = list(_bad_inputs())
 @pytest.mark.parametrize("op,what,args", BAD, ids=[f"{o}-{w}" for o, w, _ in BAD])
 def test_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
     if not _library.STATE.cpu:
-        pytest.skip(f"compiled CPU library not loaded: {_library.STATE.reason}")
+        skip_or_fail(f"compiled CPU library not loaded: {_library.STATE.reason}")
     with pytest.raises(Exception) as cpu:
         getattr(torch.ops.cnnkernels, op)(*args)
     assert isinstance(cpu.value, (ValueError, TypeError)), cpu.value

@@ -21,6 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from buildutil import skip_or_fail
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "csrc" / "cuda" / "emu" / "host_helpers.cpp"
 
@@ -46,10 +48,10 @@ def _compiler():
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     if not SRC.exists():
-        pytest.skip("the CUDA sources are not here (tests run outside a source checkout)")
+        skip_or_fail("the CUDA sources are not here (tests run outside a source checkout)")
     cxx = _compiler()
     if cxx is None:
-        pytest.skip("no C++ compiler to build the host helpers")
+        skip_or_fail("no C++ compiler to build the host helpers")
     out = tmp_path_factory.mktemp("cuda_host_helpers") / "libcnnk_host_helpers.so"
     subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", f"-I{ROOT / 'csrc'}", str(SRC), "-o", str(out)],
                    check=True)

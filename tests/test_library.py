@@ -3,9 +3,10 @@
 import os
 
 import pytest
+import torch
 
 from cnnkernels import _library
-from cnnkernels._library import BACKENDS, DISABLE_ENV, STATE
+from cnnkernels._library import DISABLE_ENV, KERNEL_SOURCES, STATE
 from samples import OPS
 
 EXPECT_ENV = "CNNKERNELS_EXPECT_COMPILED"
@@ -19,9 +20,9 @@ def test_compiled_library_loaded_when_expected():
 
 @pytest.mark.correctness
 def test_every_op_registered_for_cpu():
-    assert set(OPS) == set(_library.op_names()) == set(BACKENDS)
+    assert set(OPS) == set(_library.op_names()) == set(KERNEL_SOURCES)
     for name in OPS:
-        assert BACKENDS[name]["CPU"] in ("compiled", "reference")
+        assert KERNEL_SOURCES[name]["CPU"] in ("compiled", "reference")
 
 
 @pytest.mark.correctness
@@ -29,7 +30,7 @@ def test_disable_env_forces_reference_backends():
     if os.environ.get(DISABLE_ENV, "0") in ("", "0"):
         pytest.skip(f"{DISABLE_ENV} not set (tests/test_fallback.py runs this with it set)")
     assert not STATE.cpu and STATE.reason == f"{DISABLE_ENV} is set"
-    assert all(BACKENDS[name][key] == "reference" for name in OPS for key in ("CPU", "CUDA")), BACKENDS
+    assert all(KERNEL_SOURCES[name][key] == "reference" for name in OPS for key in ("CPU", "CUDA")), KERNEL_SOURCES
 
 
 @pytest.mark.correctness
@@ -57,3 +58,20 @@ def test_kernel_isa_follows_cnnkernels_cpu_isa():
             # Every runnable build was timed, and the family runs the fastest.
             assert set(f["probe_us"]) == set(d["runnable"]), fam
             assert f["isa"] == min(f["probe_us"], key=f["probe_us"].get), (fam, f)
+
+
+@pytest.mark.correctness
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_cpu_kernel_source_says_what_runs(dtype):
+    # The report (python -m cnnkernels.info, the bench's cells) must match what the op does: a compiled CPU op hands
+    # float64 to ATen's convolution, the fused fp32 kernel calls no ATen convolution. Seen here with the profiler.
+    source = _library.cpu_kernel_source("conv2d_act", dtype)
+    if not STATE.cpu:
+        assert source == "reference"
+        return
+    x, w = torch.randn(1, 4, 6, 6, dtype=dtype), torch.randn(8, 4, 3, 3, dtype=dtype)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.ops.cnnkernels.conv2d_act(x, w, None, None, [1, 1], [1, 1], [1, 1], 1, "relu")
+    calls_aten_conv = any(e.key == "aten::convolution" for e in prof.key_averages())
+    assert source == ("aten-fp64" if dtype == torch.float64 else "compiled")
+    assert calls_aten_conv == (source == "aten-fp64")

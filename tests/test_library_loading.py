@@ -34,7 +34,7 @@ print(json.dumps({
     "file": cnnkernels.__file__,
     "warnings": [[w.category.__name__, str(w.message)] for w in caught],
     "cpu": L.STATE.cpu, "cuda": L.STATE.cuda, "reason": L.STATE.reason,
-    "backends": L.BACKENDS,
+    "backends": L.KERNEL_SOURCES,
     "add_relu_ok": add_relu_ok, "conv_ok": conv_ok,
 }))
 """

@@ -9,7 +9,7 @@ from torch import nn
 
 import cnnkernels
 from cnnkernels import models
-from helpers import randomize_bn
+from cnnkernels.testing import randomize_bn
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -17,7 +17,8 @@ tvr = importlib.import_module("torchvision.models.resnet")
 tvg = importlib.import_module("torchvision.models.googlenet")
 tvm = importlib.import_module("torchvision.models.mobilenetv2")
 from torchvision.ops.misc import Conv2dNormActivation  # noqa: E402
-from helpers import randomize_bn
+from cnnkernels.testing import randomize_bn  # noqa: E402
+
 
 def assert_close_scaled(actual, expected, rel=1e-4):
     scale = expected.abs().max().item() + 1e-6
@@ -354,3 +355,48 @@ def test_linear_sees_weight_updates_and_optimize_converts_it():
         opt[1].weight.mul_(-1)  # in place: the fold's view and the frozen packed weight must both notice
         opt[1].bias.add_(1)
         torch.testing.assert_close(opt(x), torch.nn.functional.linear(x.flatten(1), opt[1].weight, opt[1].bias))
+
+
+@pytest.mark.parametrize("trainable", [True, False], ids=["requires_grad", "frozen_params"])
+def test_linear_refolds_once_per_weight_change_and_never_writes_into_the_weight(trainable):
+    # Linear's fold is a view of the weight: refolding must not copy into it (that would bump the weight's version
+    # counter, and every later call would see a "changed" weight and refold again). Parameters with
+    # requires_grad=False (a frozen inference model) are the case where such a copy is possible at all.
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+
+    def steady(*mods, calls=3):
+        """Runs each module `calls` times; returns the folds it took (0 or 1 each) and checks weights untouched."""
+        folds = []
+        for m in mods:
+            before, version = m.fold_count, m.weight._version
+            with torch.no_grad():
+                for _ in range(calls):
+                    y = m(x)
+            torch.testing.assert_close(y, torch.nn.functional.linear(x, m.weight, m.bias), atol=1e-5, rtol=1e-5)
+            assert m.weight._version == version, "a forward wrote into the weight"
+            folds.append(m.fold_count - before)
+        return folds
+
+    lin = cnn.Linear(8, 4).eval().requires_grad_(trainable)
+    assert steady(lin) == [1]                      # first call folds
+    assert steady(lin) == [0]
+    lin.load_state_dict({k: torch.randn_like(t) for k, t in lin.state_dict().items()})
+    assert steady(lin) in ([0], [1])               # refolded by load_state_dict's hook or by the first call
+    assert steady(lin) == [0]
+    if trainable:
+        opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+        lin(x).square().sum().backward()           # grad enabled: the F.linear path
+        opt.step()
+    else:
+        with torch.no_grad():
+            lin.weight.add_(1)
+    assert steady(lin) == [1] and steady(lin) == [0]
+    lin.weight = nn.Parameter(torch.randn(4, 8), requires_grad=trainable)  # reassignment
+    assert steady(lin) == [1] and steady(lin) == [0]
+    other = cnn.Linear(8, 4).eval().requires_grad_(trainable)
+    other.weight = lin.weight                      # tied weights: two modules fold views of one parameter
+    assert steady(lin, other) == [0, 1]
+    with torch.no_grad():
+        lin.weight.mul_(2)
+    assert steady(lin, other) == [1, 1] and steady(lin, other) == [0, 0]

@@ -15,7 +15,7 @@ from cnnkernels import _library, models
 torchvision = pytest.importorskip("torchvision")
 tvr = importlib.import_module("torchvision.models.resnet")
 from torchvision.ops.misc import Conv2dNormActivation  # noqa: E402
-from helpers import randomize_bn
+from cnnkernels.testing import randomize_bn
 
 def assert_close_scaled(actual, expected, rel=1e-4):
     scale = expected.abs().max().item() + 1e-6
@@ -214,7 +214,7 @@ def test_freeze_under_inference_mode(empty_cache, source):
     assert tensors and not any(t.is_inference() for t in tensors)
     assert _library.weight_cache_frozen_count() >= len(list(opt.parameters()))
     fused = [m for m in opt.modules() if isinstance(m, cnn.FoldCacheMixin)]
-    assert fused and all(m.__dict__.get("_fold_frozen") for m in fused)
+    assert fused and all(m.fold_frozen for m in fused)
     with torch.inference_mode():
         out = opt(x)
         folds = cnn.count_folds(opt)

@@ -12,7 +12,8 @@ require_interpreter()
 
 from test_bad_input_catalogue import AT_WINDOW_MAX  # noqa: E402
 
-from cnnkernels.ops.conv2d_act import _check, conv2d_act_reference  # noqa: E402
+from cnnkernels.ops._checks import check_conv2d_act  # noqa: E402
+from cnnkernels.ops.conv2d_act import conv2d_act_reference  # noqa: E402
 
 OP = "conv2d_act"
 
@@ -73,7 +74,7 @@ BAD = {
 
 @pytest.mark.parametrize("make_args", BAD.values(), ids=BAD.keys())
 def test_bad_input(make_args):
-    assert_same_error(_check, OP, make_args())
+    assert_same_error(check_conv2d_act, OP, make_args())
 
 
 @pytest.mark.parametrize("geom", ["3x3-c3-7x7", "depthwise-s2", "grouped-dilated"])

@@ -12,7 +12,8 @@ require_interpreter()
 
 from test_bad_input_catalogue import AT_WINDOW_MAX  # noqa: E402
 
-from cnnkernels.ops.dwsep_conv2d import _check, dwsep_conv2d_reference  # noqa: E402
+from cnnkernels.ops._checks import check_dwsep_conv2d  # noqa: E402
+from cnnkernels.ops.dwsep_conv2d import dwsep_conv2d_reference  # noqa: E402
 
 OP = "dwsep_conv2d"
 
@@ -71,7 +72,7 @@ BAD = {
 
 @pytest.mark.parametrize("make_args", BAD.values(), ids=BAD.keys())
 def test_bad_input(make_args):
-    assert_same_error(_check, OP, make_args())
+    assert_same_error(check_dwsep_conv2d, OP, make_args())
 
 
 @pytest.mark.parametrize("geom", ["c3-7x7", "c13-5x9-s2"])

@@ -123,7 +123,7 @@ def test_autograd(op):
 def test_backend_choice_on_cuda():
     from cnnkernels import _library, backends, use_backend
     for op in OPS:
-        expected = "cuda" if _library.BACKENDS.get(op, {}).get("CUDA") == "compiled" else "triton"
+        expected = "cuda" if _library.KERNEL_SOURCES.get(op, {}).get("CUDA") == "compiled" else "triton"
         assert backends.resolve(op, "cuda") == expected
     with use_backend("triton"):
         assert all(backends.resolve(op, "cuda") == "triton" for op in OPS)

@@ -10,7 +10,8 @@ from triton_cases.samples import INCEPTION_BLOCK, inception_block_args
 
 require_interpreter()
 
-from cnnkernels.ops.inception_block import _check, inception_block_reference  # noqa: E402
+from cnnkernels.ops._checks import check_inception_block  # noqa: E402
+from cnnkernels.ops.inception_block import inception_block_reference  # noqa: E402
 
 OP = "inception_block"
 
@@ -63,7 +64,7 @@ BAD = {
 
 @pytest.mark.parametrize("make_args", BAD.values(), ids=BAD.keys())
 def test_bad_input(make_args):
-    assert_same_error(_check, OP, make_args())
+    assert_same_error(check_inception_block, OP, make_args())
 
 
 def test_autograd():

@@ -12,7 +12,8 @@ require_interpreter()
 
 from test_bad_input_catalogue import AT_WINDOW_MAX  # noqa: E402
 
-from cnnkernels.ops.inverted_residual import _check, inverted_residual_reference  # noqa: E402
+from cnnkernels.ops._checks import check_inverted_residual  # noqa: E402
+from cnnkernels.ops.inverted_residual import inverted_residual_reference  # noqa: E402
 
 OP = "inverted_residual"
 
@@ -67,7 +68,7 @@ BAD = {
 
 @pytest.mark.parametrize("make_args", BAD.values(), ids=BAD.keys())
 def test_bad_input(make_args):
-    assert_same_error(_check, OP, make_args())
+    assert_same_error(check_inverted_residual, OP, make_args())
 
 
 @pytest.mark.parametrize("geom", ["expand-c3-7x7-res", "noexpand-5x9-s2"])
@@ -88,3 +89,30 @@ def test_window_param_at_int32_max(overrides):
                  for a in _call_args(OP, **overrides))
     check_against_reference(OP, inverted_residual_reference, args)
 
+
+
+def test_modules_follow_use_backend():
+    # cnnkernels.nn modules call the ops through the same wrappers as cnnkernels.<op>(), so use_backend("triton")
+    # reaches a whole model (here on CPU tensors, which the interpreter runs); without it the CPU op runs.
+    import cnnkernels
+    import cnnkernels.nn as cnn
+    from cnnkernels.testing import randomize_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(cnn.ConvBNAct(3, 8, 3, stride=2), cnn.InvertedResidual(8, 8, 1, 2),
+                                cnn.BasicBlock(8, 8))
+    model = randomize_bn(model).eval()
+    x = torch.randn(1, 3, 9, 9)
+
+    def run():
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            y = model(x)
+        return y, {e.key for e in prof.key_averages() if e.key.startswith("cnnkernels::")}
+
+    y_cpu, ops_cpu = run()
+    with cnnkernels.use_backend("triton"):
+        y_triton, ops_triton = run()
+    assert ops_cpu == {"cnnkernels::conv2d_act", "cnnkernels::inverted_residual"}, ops_cpu
+    assert {"cnnkernels::conv2d_act_triton", "cnnkernels::inverted_residual_triton"} <= ops_triton, ops_triton
+    assert not ops_triton & ops_cpu, ops_triton
+    torch.testing.assert_close(y_triton, y_cpu, atol=1e-4, rtol=1e-4)

@@ -167,7 +167,7 @@ def test_frozen_storages_are_held_weakly():
 
 def test_optimize_freeze_matches_unfrozen():
     tv = pytest.importorskip("torchvision")
-    from helpers import randomize_bn
+    from cnnkernels.testing import randomize_bn
     L.weight_cache_clear()
     torch.manual_seed(0)
     m = tv.models.resnet18().eval()
@@ -195,7 +195,7 @@ def test_optimize_freeze_fold_cache_sees_updates_and_refresh():
     """A frozen model's fused modules check only their tensors' version counters and data pointers: in-place updates,
     load_state_dict and a new `.data` are seen; a structural change is seen after refresh_folds()."""
     tv = pytest.importorskip("torchvision")
-    from helpers import randomize_bn
+    from cnnkernels.testing import randomize_bn
     import cnnkernels.nn as cnn
     torch.manual_seed(0)
     m = randomize_bn(tv.models.mobilenet_v2(num_classes=10).eval())
@@ -209,7 +209,7 @@ def test_optimize_freeze_fold_cache_sees_updates_and_refresh():
     with torch.inference_mode():
         torch.testing.assert_close(frozen(x), m(x), atol=1e-4, rtol=1e-4)
     blk = frozen.features[3]
-    assert blk.__dict__.get("_fold_frozen") and not m.features[3].__dict__.get("_fold_frozen")
+    assert blk.fold_frozen and not isinstance(m.features[3], cnn.FoldCacheMixin)  # the original is left alone
     folds = blk.fold_count
     with torch.inference_mode():
         frozen(x)

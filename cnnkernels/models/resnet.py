@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Type, Union
 import torch
 from torch import Tensor, nn
 
+from cnnkernels._optional import loaded_class
 from cnnkernels.models._registry import register_model
 from cnnkernels.nn import BasicBlock, Bottleneck, FoldCacheMixin, ZeroPadShortcut, conv1x1
 from cnnkernels.nn._fold import _FUSION, conv_is_fusable, fold_conv_bn, is_foldable_norm
@@ -24,16 +25,19 @@ __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152
 
 
 def _residual_block_types():
+    """(block class, its last BatchNorm) for zero_init_residual; torchvision's blocks when they can be in the model."""
     types = [(Bottleneck, "bn3"), (BasicBlock, "bn2")]
-    try:
-        from torchvision.models import resnet as tv
-        types += [(tv.Bottleneck, "bn3"), (tv.BasicBlock, "bn2")]
-    except Exception:
-        pass
+    for name, bn in (("Bottleneck", "bn3"), ("BasicBlock", "bn2")):
+        cls = loaded_class("torchvision.models.resnet", name)
+        if cls is not None:
+            types.append((cls, bn))
     return types
 
 
 class ResNet(FoldCacheMixin, nn.Module):
+    CONV_BN_PAIRS = (("conv1", "bn1"),)
+    FUSED_DESCRIPTION = "stem conv+bn+relu -> conv2d_act"
+
     def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: List[int], num_classes: int = 1000,
                  zero_init_residual: bool = False, groups: int = 1, width_per_group: int = 64,
                  replace_stride_with_dilation: Optional[List[bool]] = None,

@@ -28,6 +28,8 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from cnnkernels._optional import is_instance_of
+
 __all__ = ["fold_conv_bn", "activation_name", "is_foldable_norm", "conv_unit", "ConvUnit", "FoldCacheMixin",
            "count_folds", "conv_is_fusable", "refresh_folds", "fusion", "fusion_enabled"]
 
@@ -55,29 +57,24 @@ def fusion_enabled() -> bool:
     return _FUSION["enabled"]
 
 
-def _frozen_bn_type():
-    try:
-        from torchvision.ops.misc import FrozenBatchNorm2d
-        return FrozenBatchNorm2d
-    except Exception:  # torchvision is optional
-        return None
-
-
-_FROZEN_BN = _frozen_bn_type()
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+def is_batchnorm(m: Optional[nn.Module]) -> bool:
+    """A BatchNorm the folding knows: BatchNorm2d, SyncBatchNorm or torchvision's FrozenBatchNorm2d (exact types: a
+    subclass may normalise differently)."""
+    return type(m) in _BN_TYPES or is_instance_of(m, "torchvision.ops.misc", "FrozenBatchNorm2d")
 
 
 def is_foldable_norm(norm: Optional[nn.Module]) -> bool:
     """None / Identity (nothing to fold), a BatchNorm in eval mode with running statistics, or FrozenBatchNorm2d."""
     if norm is None or type(norm) is nn.Identity:
         return True
-    if type(norm) in _BN_TYPES:
+    if type(norm) in _BN_TYPES:  # not the frozen type: that one has no training mode and always folds
         # A BN without running stats (or one left in training mode) normalises with batch statistics: not foldable.
         return (not norm.training) and norm.track_running_stats and norm.running_mean is not None \
             and norm.running_var is not None
-    if _FROZEN_BN is not None and type(norm) is _FROZEN_BN:
-        return True
-    return False
+    return is_batchnorm(norm)
 
 
 def activation_name(act: Optional[nn.Module]) -> Optional[str]:
@@ -131,35 +128,29 @@ class ConvUnit(NamedTuple):
         return None if self.owner is None else getattr(self.owner, self.norm_name)
 
 
-def _tv_basic_conv2d():
-    try:
-        from torchvision.models.googlenet import BasicConv2d
-        return BasicConv2d
-    except Exception:
-        return None
-
-
-_TV_BASIC_CONV2D = _tv_basic_conv2d()
-
-
 def conv_unit(m: nn.Module) -> Optional[ConvUnit]:
     """Recognises conv(+norm)(+act) modules whose eval-mode forward is exactly act(norm(conv(x))):
     cnnkernels BasicConv2d / torchvision googlenet BasicConv2d (conv, bn, ReLU), and Sequentials (ConvBNAct,
     torchvision Conv2dNormActivation, plain nn.Sequential) of [Conv2d, norm?, act?]. Returns None otherwise, or when
-    some part cannot be fused (a non-foldable norm, an activation the ops lack, a conv the ops cannot run)."""
-    from cnnkernels.nn.modules import BasicConv2d
-    if type(m) is BasicConv2d or (_TV_BASIC_CONV2D is not None and type(m) is _TV_BASIC_CONV2D):
-        if m.training or not conv_is_fusable(m.conv) or not is_foldable_norm(m.bn):
+    some part cannot be fused (a non-foldable norm, an activation the ops lack, a conv the ops cannot run).
+
+    A class of this package declares such a layout as `CONV_UNIT = (conv attribute, norm attribute, activation)` in
+    its own body (a subclass may change forward, so an inherited declaration does not count)."""
+    layout = type(m).__dict__.get("CONV_UNIT")
+    if layout is None and is_instance_of(m, "torchvision.models.googlenet", "BasicConv2d"):
+        layout = ("conv", "bn", "relu")
+    if layout is not None:
+        conv_name, norm_name, act = layout
+        if m.training or not conv_is_fusable(getattr(m, conv_name)) or not is_foldable_norm(getattr(m, norm_name)):
             return None
-        return ConvUnit(m.conv, m, "bn", "relu")
+        return ConvUnit(getattr(m, conv_name), m, norm_name, act)
     if isinstance(m, nn.Sequential) and not m.training and 1 <= len(m) <= 3:
         mods = list(m)
         if not conv_is_fusable(mods[0]):
             return None
         norm_name, act = None, "none"
         rest = mods[1:]
-        if rest and (type(rest[0]) in _BN_TYPES or (_FROZEN_BN is not None and type(rest[0]) is _FROZEN_BN)
-                     or (len(rest) == 2 and type(rest[0]) is nn.Identity)):
+        if rest and (is_batchnorm(rest[0]) or (len(rest) == 2 and type(rest[0]) is nn.Identity)):
             if not is_foldable_norm(rest[0]):
                 return None
             norm_name = list(m._modules)[1]
@@ -173,8 +164,7 @@ def conv_unit(m: nn.Module) -> Optional[ConvUnit]:
 
 
 def _norm_eps(m: nn.Module) -> Optional[float]:
-    return getattr(m, "eps", None) if (type(m) in _BN_TYPES or (_FROZEN_BN is not None and type(m) is _FROZEN_BN)) \
-        else None
+    return getattr(m, "eps", None) if is_batchnorm(m) else None
 
 
 class _FoldState:
@@ -190,14 +180,21 @@ def _tensor_signature(tensors) -> List[Tuple[int, int]]:
     return [(t._version, t.data_ptr()) for t in tensors]
 
 
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
 def _reuse_storage(old: Any, new: Any, sources: set) -> Any:
     """`new`, except that every tensor of a previous fold with the same layout is updated in place and reused.
 
     Reusing the storage keeps the tensors that compiled graphs read current, and lets the ops' packed-weight cache
-    (keyed by storage and version counter) repack the same entry instead of pinning a new one per refold."""
+    (keyed by storage and version counter) repack the same entry instead of pinning a new one per refold. `sources`
+    holds the storages of the module's own parameters and buffers: a fold tensor that shares one (a view of a
+    weight, as nn.Linear's fold) is never written to, since that would write into the user's tensor and bump its
+    version counter, which would then trigger another refold on the next call."""
     if isinstance(new, torch.Tensor):
-        if (isinstance(old, torch.Tensor) and not isinstance(old, nn.Parameter) and id(old) not in sources
-                and id(new) not in sources
+        if (isinstance(old, torch.Tensor) and not isinstance(old, nn.Parameter) and _storage(old) not in sources
+                and _storage(new) not in sources
                 and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
                 and old.stride() == new.stride() and not old.requires_grad):
             old.copy_(new)
@@ -239,8 +236,38 @@ class FoldCacheMixin:
     that finds the weights changed. After modifying weights in place while only calling the compiled model (e.g. an
     optimizer step on an eval-mode model), call cnnkernels.nn.refresh_folds(model) or run it eagerly once."""
 
+    #: What the fused path runs, as optimize(verbose=True) prints it.
+    FUSED_DESCRIPTION = "fused"
+    #: (conv attribute, norm attribute) for each BatchNorm that directly follows a conv in forward(): optimize()
+    #: folds those into the conv's weights for good and replaces the norm by nn.Identity.
+    CONV_BN_PAIRS: Tuple[Tuple[str, str], ...] = ()
+
     def _fold_scope(self) -> Sequence[nn.Module]:
         return (self,)
+
+    def describe_fusion(self) -> Optional[str]:
+        """What the fused path runs, or None when this module would run its plain submodules (nothing fusable)."""
+        with torch.no_grad():
+            return None if self._compute_fold() is None else self.FUSED_DESCRIPTION
+
+    def conv_bn_pairs(self):
+        """Yields (conv, owner, norm attribute of owner) for every BatchNorm that directly follows a conv in
+        forward() and can be folded into it for good."""
+        for conv_name, norm_name in self.CONV_BN_PAIRS:
+            conv, norm = getattr(self, conv_name, None), getattr(self, norm_name, None)
+            if conv is not None and norm is not None and conv_is_fusable(conv) and is_batchnorm(norm):
+                yield conv, self, norm_name
+
+    @property
+    def fold_frozen(self) -> bool:
+        """True after freeze_fold(): the module's structure is taken as fixed (see folded())."""
+        return self.__dict__.get("_fold_frozen", False)
+
+    def freeze_fold(self) -> None:
+        """Takes this module's structure as fixed, as optimize(freeze=True) does: each call then checks only the
+        version counters and data pointers of the tensors the fold read, not every submodule. Undone by nothing but
+        a copy of the module that is not frozen; refresh_folds() or a train()/eval() switch still refold."""
+        self.__dict__["_fold_frozen"] = True
 
     def _compute_fold(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -282,7 +309,7 @@ class FoldCacheMixin:
         # Frozen (optimize(freeze=True)): the scope's structure is taken as fixed, so only the version counters and
         # data pointers of the tensors the fold read are checked, not a walk over every submodule (most of the
         # per-call Python cost of a fused module).
-        if state is not None and self.__dict__.get("_fold_frozen") \
+        if state is not None and self.fold_frozen \
                 and _tensor_signature(state.tensors) == state.tensor_signature:
             return state.value
         return self._folded_eager()
@@ -306,7 +333,7 @@ class FoldCacheMixin:
             with torch.inference_mode(False), torch.no_grad():
                 value = self._compute_fold()
                 if "_fold_value" in self.__dict__:
-                    sources = {id(o) for o in objects if isinstance(o, torch.Tensor)}
+                    sources = {_storage(o) for o in objects if isinstance(o, torch.Tensor)}
                     value = _reuse_storage(self.__dict__["_fold_value"], value, sources)
             self.__dict__["_fold_state"] = _FoldState(objects, signature, value)
         self.__dict__["_fold_value"] = value

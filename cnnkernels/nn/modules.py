@@ -1,6 +1,7 @@
 """Drop-in modules: in training mode each runs its plain torch.nn submodules (BatchNorm with batch statistics, the
 same autograd graph and the same results as the torch.nn / torchvision composition); in eval mode it calls the fused
-torch.ops.cnnkernels ops with BatchNorm folded into the convolutions (cached, see cnnkernels/nn/_fold.py).
+ops with BatchNorm folded into the convolutions (cached, see cnnkernels/nn/_fold.py), through the same wrappers as
+cnnkernels.<op>(), so cnnkernels.use_backend() and CNNKERNELS_CUDA_BACKEND choose their CUDA backend too.
 
 Attribute names follow torchvision (BasicBlock, Bottleneck, InvertedResidual, Inception, BasicConv2d,
 Conv2dNormActivation), so the state_dict keys are the same and torchvision weights load with strict=True.
@@ -10,14 +11,16 @@ other than ReLU/ReLU6, a conv with padding_mode="reflect", ...) its eval mode ru
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnkernels.nn._fold import (FoldCacheMixin, activation_name, conv_is_fusable, conv_unit, fold_conv_bn,
-                                 is_foldable_norm, _BN_TYPES, _FROZEN_BN, _FUSION)
+                                 is_batchnorm, is_foldable_norm, _FUSION)
+from cnnkernels import ops
+from cnnkernels.ops._checks import pair
 
 __all__ = ["FusedSequential", "ConvBNAct", "BasicConv2d", "AddReLU", "ZeroPadShortcut", "BasicBlock", "Bottleneck",
            "DepthwiseSeparableConv2d", "InvertedResidual", "InceptionBlock", "InceptionAux", "Linear", "conv3x3",
@@ -26,14 +29,9 @@ __all__ = ["FusedSequential", "ConvBNAct", "BasicConv2d", "AddReLU", "ZeroPadSho
 _IntOr2 = Union[int, Tuple[int, int]]
 
 
-def _pair(v) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def _conv_act(x: Tensor, conv: nn.Conv2d, w: Tensor, b: Optional[Tensor], act: str,
               residual: Optional[Tensor] = None) -> Tensor:
-    return torch.ops.cnnkernels.conv2d_act(x, w, b, residual, list(conv.stride), list(conv.padding),
-                                           list(conv.dilation), conv.groups, act)
+    return ops.conv2d_act(x, w, b, residual, conv.stride, conv.padding, conv.dilation, conv.groups, act)
 
 
 def _bias_or_zeros(w: Tensor, b: Optional[Tensor]) -> Tensor:
@@ -52,14 +50,22 @@ def _is_same_odd(conv: nn.Conv2d) -> bool:
             and tuple(conv.dilation) == (1, 1))
 
 
-def _is_norm(m: nn.Module) -> bool:
-    return type(m) in _BN_TYPES or (_FROZEN_BN is not None and type(m) is _FROZEN_BN)
-
-
 class FusedSequential(FoldCacheMixin, nn.Sequential):
     """An nn.Sequential whose eval mode runs every `Conv2d [BatchNorm2d] [ReLU|ReLU6]` run of children as one
     conv2d_act with the BatchNorm folded. Children and their indices are unchanged (same state_dict as
     nn.Sequential); other children run as they are. Training mode is nn.Sequential.forward."""
+
+    def describe_fusion(self):
+        with torch.no_grad():
+            fused = [step for step in (self._compute_fold() or ()) if len(step) > 1]
+        return f"{len(fused)}x conv2d_act ({', '.join(step[3] for step in fused)})" if fused else None
+
+    def conv_bn_pairs(self):
+        keys = list(self._modules)
+        for a, b in zip(keys, keys[1:]):
+            conv, norm = self._modules[a], self._modules[b]
+            if conv_is_fusable(conv) and norm is not None and is_batchnorm(norm):
+                yield conv, self, b
 
     def _compute_fold(self):
         mods = list(self._modules.values())
@@ -69,7 +75,7 @@ class FusedSequential(FoldCacheMixin, nn.Sequential):
             m = mods[i]
             if conv_is_fusable(m):
                 j, norm = i + 1, None
-                if j < len(mods) and (_is_norm(mods[j]) or type(mods[j]) is nn.Identity):
+                if j < len(mods) and (is_batchnorm(mods[j]) or type(mods[j]) is nn.Identity):
                     norm = mods[j]
                     j += 1
                 act = "none"
@@ -108,7 +114,7 @@ class ConvBNAct(FusedSequential):
                  activation_layer: Optional[Callable[..., nn.Module]] = nn.ReLU, dilation: _IntOr2 = 1,
                  inplace: Optional[bool] = True, bias: Optional[bool] = None) -> None:
         if padding is None:
-            k, d = _pair(kernel_size), _pair(dilation)
+            k, d = pair(kernel_size), pair(dilation)
             padding = ((k[0] - 1) // 2 * d[0], (k[1] - 1) // 2 * d[1])
             if isinstance(kernel_size, int) and isinstance(dilation, int):
                 padding = padding[0]
@@ -127,6 +133,10 @@ class ConvBNAct(FusedSequential):
 
 class BasicConv2d(FoldCacheMixin, nn.Module):
     """GoogLeNet's conv (no bias) -> BatchNorm(eps=0.001) -> ReLU, attribute names `conv` and `bn` as torchvision's."""
+
+    CONV_UNIT = ("conv", "bn", "relu")  # eval forward is exactly relu(bn(conv(x))): see cnnkernels.nn._fold.conv_unit
+    CONV_BN_PAIRS = (("conv", "bn"),)
+    FUSED_DESCRIPTION = "conv2d_act(relu)"
 
     def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
         super().__init__()
@@ -154,7 +164,7 @@ class AddReLU(nn.Module):
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         if self.training or not _FUSION["enabled"]:
             return torch.relu(x + residual)
-        return torch.ops.cnnkernels.add_relu(x, residual)
+        return ops.add_relu(x, residual)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -213,6 +223,8 @@ class BasicBlock(_ResidualBlock):
     too."""
 
     expansion: int = 1
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))
+    FUSED_DESCRIPTION = "2x conv2d_act, shortcut add + ReLU in the epilogue"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1,
@@ -264,6 +276,8 @@ class Bottleneck(_ResidualBlock):
     adding the shortcut and applying ReLU in its epilogue."""
 
     expansion: int = 4
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+    FUSED_DESCRIPTION = "3x conv2d_act, shortcut add + ReLU in the epilogue"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1,
@@ -319,6 +333,8 @@ class DepthwiseSeparableConv2d(FoldCacheMixin, nn.Module):
     ConvBNAct children `depthwise` and `pointwise`. Eval mode: one dwsep_conv2d call (the depthwise activation
     never goes to memory)."""
 
+    FUSED_DESCRIPTION = "dwsep_conv2d"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: _IntOr2 = 3, stride: _IntOr2 = 1,
                  padding: Optional[_IntOr2] = None, dilation: _IntOr2 = 1,
                  norm_layer: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d,
@@ -345,8 +361,7 @@ class DepthwiseSeparableConv2d(FoldCacheMixin, nn.Module):
             if f is not None:
                 (dw, db), dact, (pw, pb), pact = f
                 c = self.depthwise[0]
-                return torch.ops.cnnkernels.dwsep_conv2d(x, dw, db, pw, pb, list(c.stride), list(c.padding),
-                                                         list(c.dilation), dact, pact)
+                return ops.dwsep_conv2d(x, dw, db, pw, pb, c.stride, c.padding, c.dilation, dact, pact)
         return self.pointwise(self.depthwise(x))
 
 
@@ -354,6 +369,8 @@ class InvertedResidual(FoldCacheMixin, nn.Module):
     """torchvision's MobileNetV2 InvertedResidual (same constructor, attributes and state_dict: `conv` is
     [ConvBNAct expand (when expand_ratio != 1), ConvBNAct depthwise, Conv2d project, norm]). Eval mode: one
     inverted_residual call (the expanded activation never goes to memory; the residual is added in its epilogue)."""
+
+    FUSED_DESCRIPTION = "inverted_residual"
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int,
                  norm_layer: Optional[Callable[..., nn.Module]] = None) -> None:
@@ -392,7 +409,7 @@ class InvertedResidual(FoldCacheMixin, nn.Module):
             return None
         du = conv_unit(layers[0])
         proj, pnorm = layers[1], layers[2]
-        if du is None or not conv_is_fusable(proj) or not _is_1x1(proj) or not (_is_norm(pnorm) or
+        if du is None or not conv_is_fusable(proj) or not _is_1x1(proj) or not (is_batchnorm(pnorm) or
                                                                                   type(pnorm) is nn.Identity):
             return None
         if not is_foldable_norm(pnorm):
@@ -417,8 +434,7 @@ class InvertedResidual(FoldCacheMixin, nn.Module):
             f = self.folded()
             if f is not None:
                 ew, eb, dw, db, pw, pb, stride, act = f
-                return torch.ops.cnnkernels.inverted_residual(x, ew, eb, dw, db, pw, pb, stride,
-                                                              bool(self.use_res_connect), act)
+                return ops.inverted_residual(x, ew, eb, dw, db, pw, pb, stride, bool(self.use_res_connect), act)
         if self.use_res_connect:
             return x + self.conv(x)
         return self.conv(x)
@@ -428,6 +444,8 @@ class InceptionBlock(FoldCacheMixin, nn.Module):
     """torchvision's GoogLeNet Inception module (same constructor, attributes and state_dict; like torchvision the
     "5x5" branch uses a 3x3 conv). Eval mode: one inception_block call writing every branch into its slice of the
     output (no concat)."""
+
+    FUSED_DESCRIPTION = "inception_block"
 
     def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
                  pool_proj: int, conv_block: Optional[Callable[..., nn.Module]] = None) -> None:
@@ -459,8 +477,8 @@ class InceptionBlock(FoldCacheMixin, nn.Module):
             if not (_is_same_odd(u.conv) and tuple(u.conv.stride) == (1, 1) and u.conv.groups == 1):
                 return None
         pool = b4[0]
-        if not (type(pool) is nn.MaxPool2d and _pair(pool.kernel_size) == (3, 3) and _pair(pool.stride) == (1, 1)
-                and _pair(pool.padding) == (1, 1) and _pair(pool.dilation) == (1, 1)):
+        if not (type(pool) is nn.MaxPool2d and pair(pool.kernel_size) == (3, 3) and pair(pool.stride) == (1, 1)
+                and pair(pool.padding) == (1, 1) and pair(pool.dilation) == (1, 1)):
             return None
         out = []
         for u in units:
@@ -472,7 +490,7 @@ class InceptionBlock(FoldCacheMixin, nn.Module):
         if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
-                return torch.ops.cnnkernels.inception_block(x, *f)
+                return ops.inception_block(x, *f)
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
@@ -481,6 +499,8 @@ class Linear(FoldCacheMixin, nn.Linear):
     with gradients off: the batch runs as one 1x1 conv2d_act over N pixels. A classifier at batch 1 is a matrix-vector
     product bound by reading the weight once (5 MB for MobileNet v2's), which the conv kernel splits over the threads
     by output channel. Everything else (training, autograd into the weight, other shapes or devices) is F.linear."""
+
+    FUSED_DESCRIPTION = "conv2d_act (1x1 over the batch)"
 
     def _compute_fold(self):
         # A cached view, so the packed-weight cache sees the same tensor every call (a frozen hit requires that).

@@ -8,7 +8,7 @@ shapes and values, TypeError for dtypes; messages name the op, the argument and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch._prims_common import suggest_memory_format
@@ -194,3 +194,105 @@ def as_output(input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.is_contiguous(memory_format=fmt):  # differs in the strides of size-1 dims only
         return y.as_strided(y.shape, strides)
     return torch.empty_strided(y.shape, strides, dtype=y.dtype, device=y.device).copy_(y)
+
+
+def pair(v) -> Tuple[int, ...]:
+    """An int or a sequence of ints as a tuple, an int repeated for both spatial dims (validated by the op itself)."""
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def same_padding(weight: torch.Tensor):
+    """The padding that keeps the spatial size at stride 1 for an odd kernel: [kH // 2, kW // 2]."""
+    return [weight.shape[2] // 2, weight.shape[3] // 2]
+
+
+# ---- per-op validation, as csrc/common/op_checks.cpp: run by the fake kernels, the fallbacks and the Triton ops -----
+
+
+def check_conv2d_act(input, weight, bias, residual, stride, padding, dilation, groups, activation) -> ConvGeom:
+    op = "conv2d_act"
+    g = check_conv(op, input, weight, "weight", stride, padding, dilation, groups)
+    check_bias(op, input, bias, g.Cout, "bias")
+    if residual is not None:
+        check_shape(op, input, residual, "residual", (g.N, g.Cout, g.Ho, g.Wo))
+    parse_activation(op, "activation", activation)
+    return g
+
+
+def check_dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+                       pw_activation):
+    """The output shape (N, C_out, H_out, W_out)."""
+    op = "dwsep_conv2d"
+    check_input(op, input)
+    C = input.shape[1]
+    g = check_conv(op, input, dw_weight, "dw_weight", stride, padding, dilation, C)
+    if dw_weight.shape[0] != C:
+        raise ValueError(f"cnnkernels.{op}: dw_weight must have shape [C, 1, kH, kW] with C = {C} (one filter per "
+                         f"input channel), got shape {_shape(dw_weight)}")
+    check_bias(op, input, dw_bias, C, "dw_bias")
+    Cout = check_pointwise(op, input, pw_weight, "pw_weight", C)
+    check_bias(op, input, pw_bias, Cout, "pw_bias")
+    parse_activation(op, "dw_activation", dw_activation)
+    parse_activation(op, "pw_activation", pw_activation)
+    return g.N, Cout, g.Ho, g.Wo
+
+
+def check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
+                            stride, residual, activation):
+    """The output shape (N, C_out, H_out, W_out)."""
+    op = "inverted_residual"
+    check_input(op, input)
+    N, C, H, W = input.shape
+    if expand_weight is not None:
+        hidden = check_pointwise(op, input, expand_weight, "expand_weight", C)
+        check_bias(op, input, expand_bias, hidden, "expand_bias")
+    else:
+        if expand_bias is not None:
+            raise ValueError(f"cnnkernels.{op}: expand_bias must be None when expand_weight is None")
+        hidden = C
+    if stride <= 0:
+        raise ValueError(f"cnnkernels.{op}: stride must be positive, got {stride}")
+    if stride > MAX_WINDOW_PARAM:
+        raise ValueError(f"cnnkernels.{op}: stride must be at most {MAX_WINDOW_PARAM}, got {stride}")
+    check_like(op, input, dw_weight, "dw_weight")
+    if dw_weight.dim() != 4 or dw_weight.shape[0] != hidden or dw_weight.shape[1] != 1 \
+            or dw_weight.shape[2] % 2 != 1 or dw_weight.shape[3] % 2 != 1:
+        raise ValueError(f"cnnkernels.{op}: dw_weight must have shape [{hidden}, 1, kH, kW] with odd kH and kW, got "
+                         f"shape {_shape(dw_weight)}")
+    check_bias(op, input, dw_bias, hidden, "dw_bias", required=True)
+    Cout = check_pointwise(op, input, project_weight, "project_weight", hidden)
+    check_bias(op, input, project_bias, Cout, "project_bias", required=True)
+    if residual and (stride != 1 or Cout != C):
+        raise ValueError(f"cnnkernels.{op}: residual=True needs stride 1 and as many output as input channels, got "
+                         f"stride {stride}, {C} -> {Cout} channels")
+    parse_activation(op, "activation", activation)
+    return N, Cout, (H - 1) // stride + 1, (W - 1) // stride + 1
+
+
+def _check_odd_spatial(op, input, weight, arg, cin):
+    check_like(op, input, weight, arg)
+    if weight.dim() != 4 or weight.shape[0] <= 0 or weight.shape[1] != cin or weight.shape[2] % 2 != 1 \
+            or weight.shape[3] % 2 != 1:
+        raise ValueError(f"cnnkernels.{op}: {arg} must have shape [C_out, {cin}, kH, kW] with odd kH and kW, got "
+                         f"shape {_shape(weight)}")
+    return weight.shape[0]
+
+
+def check_inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
+    """The output shape (N, C_out, H, W)."""
+    op = "inception_block"
+    check_input(op, input)
+    N, C, H, W = input.shape
+    c1 = check_pointwise(op, input, w1, "w1", C)
+    check_bias(op, input, b1, c1, "b1", required=True)
+    c2r = check_pointwise(op, input, w2_reduce, "w2_reduce", C)
+    check_bias(op, input, b2_reduce, c2r, "b2_reduce", required=True)
+    c2 = _check_odd_spatial(op, input, w2, "w2", c2r)
+    check_bias(op, input, b2, c2, "b2", required=True)
+    c3r = check_pointwise(op, input, w3_reduce, "w3_reduce", C)
+    check_bias(op, input, b3_reduce, c3r, "b3_reduce", required=True)
+    c3 = _check_odd_spatial(op, input, w3, "w3", c3r)
+    check_bias(op, input, b3, c3, "b3", required=True)
+    c4 = check_pointwise(op, input, w4, "w4", C)
+    check_bias(op, input, b4, c4, "b4", required=True)
+    return N, c1 + c2 + c3 + c4, H, W

@@ -8,6 +8,7 @@ from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._checks import as_output, check_add_relu, empty_output
 from cnnkernels.ops._precision import run_in_fp32
+from cnnkernels.ops._register import register_op_hooks
 
 
 def add_relu_reference(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -22,7 +23,6 @@ def _fallback(input, residual):
 register_reference_where_missing("add_relu", _fallback)
 
 
-@torch.library.register_fake("cnnkernels::add_relu")
 def _fake(input, residual):
     check_add_relu(input, residual)
     return empty_output(input, input.shape)
@@ -38,7 +38,7 @@ def _backward(ctx, grad):
     return g, g
 
 
-torch.library.register_autograd("cnnkernels::add_relu", _backward, setup_context=_setup_context)
+register_op_hooks("add_relu", fake=_fake, backward=_backward, setup_context=_setup_context)
 
 
 def add_relu(input: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

@@ -9,20 +9,13 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
-from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import as_output, check_bias, check_conv, check_shape, empty_output, parse_activation
+from cnnkernels.ops._act import activation_grad, apply_activation
+from cnnkernels.ops._conv_backward import conv_backward
+from cnnkernels.ops._checks import as_output, check_conv2d_act, empty_output, pair
 from cnnkernels.ops._precision import run_in_fp32
+from cnnkernels.ops._register import register_op_hooks
 
 OP = "conv2d_act"
-
-
-def _check(input, weight, bias, residual, stride, padding, dilation, groups, activation):
-    g = check_conv(OP, input, weight, "weight", stride, padding, dilation, groups)
-    check_bias(OP, input, bias, g.Cout, "bias")
-    if residual is not None:
-        check_shape(OP, input, residual, "residual", (g.N, g.Cout, g.Ho, g.Wo))
-    parse_activation(OP, "activation", activation)
-    return g
 
 
 def conv2d_act_reference(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -36,7 +29,7 @@ def conv2d_act_reference(input: torch.Tensor, weight: torch.Tensor, bias: Option
 
 
 def _fallback(input, weight, bias, residual, stride, padding, dilation, groups, activation):
-    _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    check_conv2d_act(input, weight, bias, residual, stride, padding, dilation, groups, activation)
     y = run_in_fp32(conv2d_act_reference, input, weight, bias, residual, stride, padding, dilation, groups, activation)
     return as_output(input, y)
 
@@ -44,9 +37,8 @@ def _fallback(input, weight, bias, residual, stride, padding, dilation, groups, 
 register_reference_where_missing(OP, _fallback)
 
 
-@torch.library.register_fake("cnnkernels::conv2d_act")
 def _fake(input, weight, bias, residual, stride, padding, dilation, groups, activation):
-    g = _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    g = check_conv2d_act(input, weight, bias, residual, stride, padding, dilation, groups, activation)
     return empty_output(input, (g.N, g.Cout, g.Ho, g.Wo))
 
 
@@ -65,7 +57,7 @@ def _backward(ctx, grad):
     return gi, gw, gb, (g if has_res else None), None, None, None, None, None
 
 
-torch.library.register_autograd("cnnkernels::conv2d_act", _backward, setup_context=_setup_context)
+register_op_hooks("conv2d_act", fake=_fake, backward=_backward, setup_context=_setup_context)
 
 
 def conv2d_act(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -73,9 +65,5 @@ def conv2d_act(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1), groups: int = 1,
                activation: str = "none") -> torch.Tensor:
     """act(conv2d(input, weight, bias) + residual) with bias, residual add and activation fused into the conv."""
-    return call("conv2d_act", _fallback, input, weight, bias, residual, _pair(stride), _pair(padding),
-                _pair(dilation), groups, activation)
-
-
-def _pair(v):
-    return [v, v] if isinstance(v, int) else list(v)
+    return call("conv2d_act", _fallback, input, weight, bias, residual, pair(stride), pair(padding),
+                pair(dilation), groups, activation)

@@ -10,27 +10,13 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
-from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_conv, check_input, check_pointwise,
-                                    empty_output, parse_activation)
+from cnnkernels.ops._act import activation_grad, apply_activation
+from cnnkernels.ops._conv_backward import conv_backward
+from cnnkernels.ops._checks import as_output, check_dwsep_conv2d, empty_output, pair
 from cnnkernels.ops._precision import run_in_fp32
+from cnnkernels.ops._register import register_op_hooks
 
 OP = "dwsep_conv2d"
-
-
-def _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
-    check_input(OP, input)
-    C = input.shape[1]
-    g = check_conv(OP, input, dw_weight, "dw_weight", stride, padding, dilation, C)
-    if dw_weight.shape[0] != C:
-        raise ValueError(f"cnnkernels.{OP}: dw_weight must have shape [C, 1, kH, kW] with C = {C} (one filter per "
-                         f"input channel), got shape {_shape(dw_weight)}")
-    check_bias(OP, input, dw_bias, C, "dw_bias")
-    Cout = check_pointwise(OP, input, pw_weight, "pw_weight", C)
-    check_bias(OP, input, pw_bias, Cout, "pw_bias")
-    parse_activation(OP, "dw_activation", dw_activation)
-    parse_activation(OP, "pw_activation", pw_activation)
-    return g.N, Cout, g.Ho, g.Wo
 
 
 def _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation):
@@ -49,7 +35,8 @@ def dwsep_conv2d_reference(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias
 
 
 def _fallback(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
-    _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation)
+    check_dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+                       pw_activation)
     y = run_in_fp32(dwsep_conv2d_reference, input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
                     dw_activation, pw_activation)
     return as_output(input, y)
@@ -58,10 +45,9 @@ def _fallback(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, di
 register_reference_where_missing(OP, _fallback)
 
 
-@torch.library.register_fake("cnnkernels::dwsep_conv2d")
 def _fake(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation):
-    shape = _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
-                   pw_activation)
+    shape = check_dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+                               pw_activation)
     return empty_output(input, shape)
 
 
@@ -89,7 +75,7 @@ def _backward(ctx, grad):
     return gx, gdw, gdb, gpw, gpb, None, None, None, None, None
 
 
-torch.library.register_autograd("cnnkernels::dwsep_conv2d", _backward, setup_context=_setup_context)
+register_op_hooks("dwsep_conv2d", fake=_fake, backward=_backward, setup_context=_setup_context)
 
 
 def dwsep_conv2d(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
@@ -98,9 +84,5 @@ def dwsep_conv2d(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional
                  pw_activation: str = "none") -> torch.Tensor:
     """pw_act(conv1x1(dw_act(conv2d(input, dw_weight, dw_bias, groups=C)), pw_weight, pw_bias)) in one pass: the
     depthwise output never goes to memory. dw_weight is [C, 1, kH, kW], pw_weight [C_out, C, 1, 1]."""
-    return call("dwsep_conv2d", _fallback, input, dw_weight, dw_bias, pw_weight, pw_bias, _pair(stride),
-                _pair(padding), _pair(dilation), dw_activation, pw_activation)
-
-
-def _pair(v):
-    return [v, v] if isinstance(v, int) else list(v)
+    return call("dwsep_conv2d", _fallback, input, dw_weight, dw_bias, pw_weight, pw_bias, pair(stride),
+                pair(padding), pair(dilation), dw_activation, pw_activation)

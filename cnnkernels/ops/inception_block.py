@@ -9,48 +9,18 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
-from cnnkernels.ops._act import activation_grad, conv_backward
-from cnnkernels.ops._checks import (_shape, as_output, check_bias, check_input, check_like, check_pointwise,
-                                    empty_output)
+from cnnkernels.ops._act import activation_grad
+from cnnkernels.ops._conv_backward import conv_backward
+from cnnkernels.ops._checks import as_output, check_inception_block, empty_output, same_padding
 from cnnkernels.ops._precision import run_in_fp32
+from cnnkernels.ops._register import register_op_hooks
 
 OP = "inception_block"
 _POOL = ([3, 3], [1, 1], [1, 1], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
 
 
-def _check_spatial(input, weight, arg, cin):
-    check_like(OP, input, weight, arg)
-    if weight.dim() != 4 or weight.shape[0] <= 0 or weight.shape[1] != cin or weight.shape[2] % 2 != 1 \
-            or weight.shape[3] % 2 != 1:
-        raise ValueError(f"cnnkernels.{OP}: {arg} must have shape [C_out, {cin}, kH, kW] with odd kH and kW, got "
-                         f"shape {_shape(weight)}")
-    return weight.shape[0]
-
-
-def _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
-    check_input(OP, input)
-    N, C, H, W = input.shape
-    c1 = check_pointwise(OP, input, w1, "w1", C)
-    check_bias(OP, input, b1, c1, "b1", required=True)
-    c2r = check_pointwise(OP, input, w2_reduce, "w2_reduce", C)
-    check_bias(OP, input, b2_reduce, c2r, "b2_reduce", required=True)
-    c2 = _check_spatial(input, w2, "w2", c2r)
-    check_bias(OP, input, b2, c2, "b2", required=True)
-    c3r = check_pointwise(OP, input, w3_reduce, "w3_reduce", C)
-    check_bias(OP, input, b3_reduce, c3r, "b3_reduce", required=True)
-    c3 = _check_spatial(input, w3, "w3", c3r)
-    check_bias(OP, input, b3, c3, "b3", required=True)
-    c4 = check_pointwise(OP, input, w4, "w4", C)
-    check_bias(OP, input, b4, c4, "b4", required=True)
-    return N, c1 + c2 + c3 + c4, H, W
-
-
-def _same(weight):
-    return [weight.shape[2] // 2, weight.shape[3] // 2]
-
-
 def _conv_relu(x, weight, bias):
-    return torch.relu(F.conv2d(x, weight, bias, 1, _same(weight)))
+    return torch.relu(F.conv2d(x, weight, bias, 1, same_padding(weight)))
 
 
 def _maxpool(x):
@@ -70,16 +40,15 @@ def inception_block_reference(input: torch.Tensor, w1: torch.Tensor, b1: torch.T
 
 
 def _fallback(*args):
-    _check(*args)
+    check_inception_block(*args)
     return as_output(args[0], run_in_fp32(inception_block_reference, *args))
 
 
 register_reference_where_missing(OP, _fallback)
 
 
-@torch.library.register_fake("cnnkernels::inception_block")
 def _fake(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4):
-    shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
+    shape = check_inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
     return empty_output(input, shape)
 
 
@@ -102,7 +71,8 @@ def _backward(ctx, grad):
         # Branch relu(w * relu(wr * x + br) + b); i is the index of wr in the op's inputs.
         need_r = need[0] or need[i] or need[i + 1]
         r = _conv_relu(input, wr, br)
-        gr, gw, gb = conv_backward(g, r, w, True, [1, 1], _same(w), [1, 1], 1, (need_r, need[i + 2], need[i + 3]))
+        gr, gw, gb = conv_backward(g, r, w, True, [1, 1], same_padding(w), [1, 1], 1,
+                                   (need_r, need[i + 2], need[i + 3]))
         gwr = gbr = None
         if need_r:
             gr = activation_grad(gr, r, "relu")
@@ -126,7 +96,7 @@ def _backward(ctx, grad):
     return gx, gw1, gb1, gw2r, gb2r, gw2, gb2, gw3r, gb3r, gw3, gb3, gw4, gb4
 
 
-torch.library.register_autograd("cnnkernels::inception_block", _backward, setup_context=_setup_context)
+register_op_hooks("inception_block", fake=_fake, backward=_backward, setup_context=_setup_context)
 
 
 def inception_block(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2_reduce: torch.Tensor,

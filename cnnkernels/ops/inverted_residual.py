@@ -10,46 +10,13 @@ import torch.nn.functional as F
 
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
-from cnnkernels.ops._act import activation_grad, apply_activation, conv_backward
-from cnnkernels.ops._checks import (MAX_WINDOW_PARAM, _shape, as_output, check_bias, check_input, check_like,
-                                    check_pointwise, empty_output, parse_activation)
+from cnnkernels.ops._act import activation_grad, apply_activation
+from cnnkernels.ops._conv_backward import conv_backward
+from cnnkernels.ops._checks import as_output, check_inverted_residual, empty_output, same_padding
 from cnnkernels.ops._precision import run_in_fp32
+from cnnkernels.ops._register import register_op_hooks
 
 OP = "inverted_residual"
-
-
-def _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride, residual,
-           activation):
-    check_input(OP, input)
-    N, C, H, W = input.shape
-    if expand_weight is not None:
-        hidden = check_pointwise(OP, input, expand_weight, "expand_weight", C)
-        check_bias(OP, input, expand_bias, hidden, "expand_bias")
-    else:
-        if expand_bias is not None:
-            raise ValueError(f"cnnkernels.{OP}: expand_bias must be None when expand_weight is None")
-        hidden = C
-    if stride <= 0:
-        raise ValueError(f"cnnkernels.{OP}: stride must be positive, got {stride}")
-    if stride > MAX_WINDOW_PARAM:
-        raise ValueError(f"cnnkernels.{OP}: stride must be at most {MAX_WINDOW_PARAM}, got {stride}")
-    check_like(OP, input, dw_weight, "dw_weight")
-    if dw_weight.dim() != 4 or dw_weight.shape[0] != hidden or dw_weight.shape[1] != 1 \
-            or dw_weight.shape[2] % 2 != 1 or dw_weight.shape[3] % 2 != 1:
-        raise ValueError(f"cnnkernels.{OP}: dw_weight must have shape [{hidden}, 1, kH, kW] with odd kH and kW, got "
-                         f"shape {_shape(dw_weight)}")
-    check_bias(OP, input, dw_bias, hidden, "dw_bias", required=True)
-    Cout = check_pointwise(OP, input, project_weight, "project_weight", hidden)
-    check_bias(OP, input, project_bias, Cout, "project_bias", required=True)
-    if residual and (stride != 1 or Cout != C):
-        raise ValueError(f"cnnkernels.{OP}: residual=True needs stride 1 and as many output as input channels, got "
-                         f"stride {stride}, {C} -> {Cout} channels")
-    parse_activation(OP, "activation", activation)
-    return N, Cout, (H - 1) // stride + 1, (W - 1) // stride + 1
-
-
-def _dw_padding(dw_weight):
-    return [dw_weight.shape[2] // 2, dw_weight.shape[3] // 2]
 
 
 def _expand(input, expand_weight, expand_bias, activation):
@@ -60,7 +27,7 @@ def _expand(input, expand_weight, expand_bias, activation):
 
 
 def _depthwise(h, dw_weight, dw_bias, stride, activation):
-    y = F.conv2d(h, dw_weight, dw_bias, stride, _dw_padding(dw_weight), 1, h.shape[1])
+    y = F.conv2d(h, dw_weight, dw_bias, stride, same_padding(dw_weight), 1, h.shape[1])
     return apply_activation(y, activation)
 
 
@@ -76,8 +43,8 @@ def inverted_residual_reference(input: torch.Tensor, expand_weight: Optional[tor
 
 def _fallback(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride, residual,
               activation):
-    _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride, residual,
-           activation)
+    check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
+                            residual, activation)
     y = run_in_fp32(inverted_residual_reference, input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
                     project_bias, stride, residual, activation)
     return as_output(input, y)
@@ -86,11 +53,10 @@ def _fallback(input, expand_weight, expand_bias, dw_weight, dw_bias, project_wei
 register_reference_where_missing(OP, _fallback)
 
 
-@torch.library.register_fake("cnnkernels::inverted_residual")
 def _fake(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride, residual,
           activation):
-    shape = _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
-                   residual, activation)
+    shape = check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
+                                    stride, residual, activation)
     return empty_output(input, shape)
 
 
@@ -115,7 +81,7 @@ def _backward(ctx, grad):
     gx = gew = geb = gdw = gdb = None
     if need_d:
         gd = activation_grad(gd, d, activation)
-        ge, gdw, gdb = conv_backward(gd, e, dw_weight, True, [stride, stride], _dw_padding(dw_weight), [1, 1],
+        ge, gdw, gdb = conv_backward(gd, e, dw_weight, True, [stride, stride], same_padding(dw_weight), [1, 1],
                                      e.shape[1], (need_e, need[3], need[4]))
         if expand and need_e:
             ge = activation_grad(ge, e, activation)
@@ -128,7 +94,7 @@ def _backward(ctx, grad):
     return gx, gew, geb, gdw, gdb, gpw, gpb, None, None, None
 
 
-torch.library.register_autograd("cnnkernels::inverted_residual", _backward, setup_context=_setup_context)
+register_op_hooks("inverted_residual", fake=_fake, backward=_backward, setup_context=_setup_context)
 
 
 def inverted_residual(input: torch.Tensor, expand_weight: Optional[torch.Tensor],

@@ -16,7 +16,5 @@ from cnnkernels.triton.dwsep_conv2d import dwsep_conv2d_triton
 from cnnkernels.triton.inception_block import inception_block_triton
 from cnnkernels.triton.inverted_residual import inverted_residual_triton
 
-OPS = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block")
-
-__all__ = ["INTERPRET", "OPS", "add_relu_triton", "conv2d_act_triton", "dwsep_conv2d_triton",
+__all__ = ["INTERPRET", "add_relu_triton", "conv2d_act_triton", "dwsep_conv2d_triton",
            "inception_block_triton", "inverted_residual_triton"]

@@ -3,7 +3,6 @@ dot-precision selection, and the registration of each Triton op's fake kernel an
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Dict, List
 
@@ -12,6 +11,7 @@ import triton
 import triton.language as tl
 
 from cnnkernels._library import SCHEMAS
+from cnnkernels.ops._register import apply_op_hooks, op_hooks
 
 # Whether this process runs Triton kernels in the interpreter. `triton.jit` makes that choice when a kernel is
 # decorated (at import of these modules), from TRITON_INTERPRET; record the value seen then, not the current one.
@@ -46,13 +46,6 @@ def check_device(op: str, t: torch.Tensor) -> None:
                            f"tensors")
 
 
-def empty_output(input: torch.Tensor, shape) -> torch.Tensor:
-    """An uninitialised output in output_memory_format(input), allocated in that layout (no relayout copy)."""
-    from cnnkernels.ops._checks import output_memory_format
-    return torch.empty(tuple(shape), dtype=input.dtype, device=input.device,
-                       memory_format=output_memory_format(input))
-
-
 def dot_mode(dtype: torch.dtype) -> int:
     if dtype == torch.float64:
         return DOT_F64
@@ -63,17 +56,10 @@ def dot_mode(dtype: torch.dtype) -> int:
     return DOT_HALF
 
 
-def is_f64(dtype: torch.dtype) -> bool:
-    return dtype == torch.float64
-
-
 def register_like_main_op(op: str) -> None:
     """Gives `cnnkernels::<op>_triton` the main op's fake kernel and autograd formulas (same signature, same
     validation, same backward)."""
-    main = importlib.import_module(f"cnnkernels.ops.{op}")
-    qualname = f"cnnkernels::{op}_triton"
-    torch.library.register_fake(qualname)(main._fake)
-    torch.library.register_autograd(qualname, main._backward, setup_context=main._setup_context)
+    apply_op_hooks(f"cnnkernels::{op}_triton", op_hooks(op))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from cnnkernels.ops._checks import check_conv2d_act, empty_output
 from cnnkernels.triton._common import (ACTIVATION_CODES, acc_zeros, activate, autotune_configs, check_device,
-                                       dot_mode, empty_output, mma, register_like_main_op, schema, up)
+                                       dot_mode, mma, register_like_main_op, schema, up)
 
 OP = "conv2d_act"
 
@@ -215,8 +216,7 @@ def conv_into(out: torch.Tensor, out_c0: int, input: torch.Tensor, in_c0: int, c
 def conv2d_act_triton(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                       residual: Optional[torch.Tensor], stride: List[int], padding: List[int], dilation: List[int],
                       groups: int, activation: str) -> torch.Tensor:
-    from cnnkernels.ops.conv2d_act import _check
-    g = _check(input, weight, bias, residual, stride, padding, dilation, groups, activation)
+    g = check_conv2d_act(input, weight, bias, residual, stride, padding, dilation, groups, activation)
     check_device(OP, input)
     out = empty_output(input, (g.N, g.Cout, g.Ho, g.Wo))
     conv_into(out, 0, input, 0, g.C, weight, bias, residual, stride, padding, dilation, groups, activation)

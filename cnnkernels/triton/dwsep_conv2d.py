@@ -17,8 +17,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from cnnkernels.ops._checks import check_dwsep_conv2d, empty_output
 from cnnkernels.triton._common import (ACTIVATION_CODES, acc_zeros, activate, autotune_configs, check_device,
-                                       dot_mode, empty_output, mma, register_like_main_op, round_to, schema, up)
+                                       dot_mode, mma, register_like_main_op, round_to, schema, up)
 from cnnkernels.triton.conv2d_act import depthwise_tile, pixel_coords
 
 OP = "dwsep_conv2d"
@@ -141,9 +142,8 @@ def dwsep_conv2d_triton(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: O
                         pw_weight: torch.Tensor, pw_bias: Optional[torch.Tensor], stride: List[int],
                         padding: List[int], dilation: List[int], dw_activation: str,
                         pw_activation: str) -> torch.Tensor:
-    from cnnkernels.ops.dwsep_conv2d import _check
-    shape = _check(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
-                   pw_activation)
+    shape = check_dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+                               pw_activation)
     check_device(OP, input)
     out = empty_output(input, shape)
     dw_pw_into(out, input, None, None, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,

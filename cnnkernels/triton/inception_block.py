@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch.library import triton_op
 
-from cnnkernels.triton._common import check_device, empty_output, register_like_main_op, schema
+from cnnkernels.ops._checks import check_inception_block, empty_output, same_padding
+from cnnkernels.triton._common import check_device, register_like_main_op, schema
 from cnnkernels.triton.conv2d_act import conv_into
 
 OP = "inception_block"
@@ -24,8 +25,7 @@ def inception_block_triton(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tens
                            b2_reduce: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, w3_reduce: torch.Tensor,
                            b3_reduce: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, w4: torch.Tensor,
                            b4: torch.Tensor) -> torch.Tensor:
-    from cnnkernels.ops.inception_block import _check
-    shape = _check(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
+    shape = check_inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_reduce, w3, b3, w4, b4)
     check_device(OP, input)
     N, C, H, W = input.shape
     out = empty_output(input, shape)
@@ -35,8 +35,8 @@ def inception_block_triton(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tens
     r = empty_output(input, (N, c2r + c3r, H, W))
     conv_into(r, 0, input, 0, C, torch.cat([w2_reduce, w3_reduce]), torch.cat([b2_reduce, b3_reduce]), None, one,
               zero, one, 1, "relu")
-    conv_into(out, c1, r, 0, c2r, w2, b2, None, one, [w2.shape[2] // 2, w2.shape[3] // 2], one, 1, "relu")
-    conv_into(out, c1 + c2, r, c2r, c3r, w3, b3, None, one, [w3.shape[2] // 2, w3.shape[3] // 2], one, 1, "relu")
+    conv_into(out, c1, r, 0, c2r, w2, b2, None, one, same_padding(w2), one, 1, "relu")
+    conv_into(out, c1 + c2, r, c2r, c3r, w3, b3, None, one, same_padding(w3), one, 1, "relu")
     conv_into(out, c1 + c2 + c3, input, 0, C, w4, b4, None, one, zero, one, 1, "relu", pool=True)
     return out
 

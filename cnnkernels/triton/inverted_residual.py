@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 from torch.library import triton_op
 
-from cnnkernels.triton._common import check_device, empty_output, register_like_main_op, schema
+from cnnkernels.ops._checks import check_inverted_residual, empty_output, same_padding
+from cnnkernels.triton._common import check_device, register_like_main_op, schema
 from cnnkernels.triton.dwsep_conv2d import dw_pw_into
 
 OP = "inverted_residual"
@@ -21,13 +22,12 @@ def inverted_residual_triton(input: torch.Tensor, expand_weight: Optional[torch.
                              expand_bias: Optional[torch.Tensor], dw_weight: torch.Tensor, dw_bias: torch.Tensor,
                              project_weight: torch.Tensor, project_bias: torch.Tensor, stride: int, residual: bool,
                              activation: str) -> torch.Tensor:
-    from cnnkernels.ops.inverted_residual import _check, _dw_padding
-    shape = _check(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias, stride,
-                   residual, activation)
+    shape = check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
+                                    stride, residual, activation)
     check_device(OP, input)
     out = empty_output(input, shape)
     dw_pw_into(out, input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
-               [stride, stride], _dw_padding(dw_weight), [1, 1], activation, activation, "none", residual)
+               [stride, stride], same_padding(dw_weight), [1, 1], activation, activation, "none", residual)
     return out
 
 

@@ -82,7 +82,8 @@ def check_against_reference(name: str, reference: Callable, args) -> torch.Tenso
 
 
 def assert_same_error(check: Callable, name: str, args) -> None:
-    """The Triton op rejects `args` exactly as the main op's validation (`check`, the op module's _check) does."""
+    """The Triton op rejects `args` exactly as the main op's validation (`check`: check_<op> in
+    cnnkernels/ops/_checks.py) does."""
     with pytest.raises((ValueError, TypeError, RuntimeError)) as expected:
         check(*args)
     with pytest.raises(expected.type) as got:

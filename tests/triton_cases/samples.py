@@ -11,7 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
-OPS = ["add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block"]
+from cnnkernels._library import op_names
+
+OPS = op_names()
 
 
 def make(shape: Sequence[int], dtype: torch.dtype = torch.float32, channels_last: bool = False, scale: float = 1.0,

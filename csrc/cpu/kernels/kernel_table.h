@@ -71,8 +71,12 @@ struct KernelTable {
   void (*conv_rows)(const ConvRowsArgs& args);
   void (*depthwise_rows)(const DwRowsArgs& args);
   void (*maxpool3x3_rows)(const MaxPoolRowsArgs& args);
-  // A 64-bit fingerprint of `bytes` bytes: any change to the data changes it (barring a 2^-64 collision). Lets the
-  // weight cache prove a weight is unchanged without trusting version counters.
+  // A 64-bit fingerprint of `bytes` bytes, to let the weight cache see a changed weight without trusting version
+  // counters. Not a 64-bit-strong hash: the data is hashed in 8 x V independent 32-bit lanes (32 lanes in the DEFAULT
+  // build, 64 with AVX2, 128 with AVX-512), folded into 64 bits at the end. A change to one 32-bit word (or to the
+  // tail bytes) always changes the result; a change to several words that all fall in one lane goes unseen with
+  // probability about 2^-32 (that lane's state); changes spread over k lanes about 2^-32k. Non-cryptographic: it
+  // guards against accidents, not against data crafted to collide.
   uint64_t (*fingerprint)(const void* data, int64_t bytes);
 };
 
