@@ -3,7 +3,8 @@
 A register-tiled kernel is only fast while its accumulators and weights stay in vector registers. When the compiler
 gives up (an unroll lambda left out of line, one live vector too many) the loop still computes the right result but
 moves vectors through the stack every iteration, which no correctness test notices. This module finds those loops in
-`objdump -d` output; tests/test_disassembly.py fails on them and bench/mca.py feeds the hottest one to llvm-mca.
+`objdump -d` output; tests/packaging/test_disassembly.py fails on them and bench/mca.py feeds the hottest one to
+llvm-mca.
 
     python bench/disasm.py [LIB]   # every such loop per ISA and its stack traffic (default: the package's library)
 

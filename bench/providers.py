@@ -20,6 +20,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from cnnkernels._library import cpu_kernel_source
+
 from cases import Case, Tensors
 
 CL = torch.channels_last

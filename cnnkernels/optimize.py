@@ -26,7 +26,7 @@ from torch import nn
 from cnnkernels._library import weight_cache_freeze
 from cnnkernels._optional import loaded_class
 from cnnkernels.models.resnet import ResNet
-from cnnkernels.nn import modules as M
+import cnnkernels.nn as cnn
 from cnnkernels.nn._fold import FoldCacheMixin, fold_conv_bn, is_foldable_norm
 
 __all__ = ["optimize"]
@@ -34,13 +34,13 @@ __all__ = ["optimize"]
 
 # torchvision classes -> the cnnkernels.nn module with the same attributes, forward and state_dict.
 _TORCHVISION_EQUIVALENTS = (
-    ("torchvision.models.resnet", "BasicBlock", M.BasicBlock),
-    ("torchvision.models.resnet", "Bottleneck", M.Bottleneck),
+    ("torchvision.models.resnet", "BasicBlock", cnn.BasicBlock),
+    ("torchvision.models.resnet", "Bottleneck", cnn.Bottleneck),
     ("torchvision.models.resnet", "ResNet", ResNet),
-    ("torchvision.models.mobilenetv2", "InvertedResidual", M.InvertedResidual),
-    ("torchvision.models.googlenet", "Inception", M.InceptionBlock),
-    ("torchvision.models.googlenet", "BasicConv2d", M.BasicConv2d),
-    ("torchvision.ops.misc", "Conv2dNormActivation", M.ConvBNAct),
+    ("torchvision.models.mobilenetv2", "InvertedResidual", cnn.InvertedResidual),
+    ("torchvision.models.googlenet", "Inception", cnn.InceptionBlock),
+    ("torchvision.models.googlenet", "BasicConv2d", cnn.BasicConv2d),
+    ("torchvision.ops.misc", "Conv2dNormActivation", cnn.ConvBNAct),
 )
 
 
@@ -54,7 +54,7 @@ def _torchvision_map() -> Dict[type, type]:
     return table
 
 
-_ALWAYS = {nn.Linear: M.Linear}
+_ALWAYS = {nn.Linear: cnn.Linear}
 
 
 def _adopt(cls: type, m: nn.Module) -> nn.Module:
@@ -89,7 +89,7 @@ def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[s
         return m
     target = table.get(type(m)) or _ALWAYS.get(type(m))
     if target is None and type(m) is nn.Sequential:
-        target = M.FusedSequential
+        target = cnn.FusedSequential
     if target is None:
         return m
     new = _adopt(target, m)

@@ -1,9 +1,12 @@
-"""pytest configuration: markers used to select test groups (tests/test_fallback.py re-runs some groups in a
-subprocess), the guard that keeps those subprocess runs from recursing, and a header line naming the cnnkernels under
+"""pytest configuration: markers used to select test groups (tests/reliability/test_fallback.py re-runs some groups in
+a subprocess), the guard that keeps those subprocess runs from recursing, and a header line naming the cnnkernels under
 test.
 
 The tests run against whichever cnnkernels `import cnnkernels` finds: the source tree under `python -m pytest tests`
 from the repository root (after `python setup.py build_ext --inplace`), the installed package under `pytest tests`.
+
+This file stays in tests/ (not in a part's folder): pytest's default "prepend" import mode puts its folder on sys.path,
+which is how every test file, in whichever folder, imports the shared modules as `support.<module>`.
 """
 
 import os
@@ -14,11 +17,12 @@ import torch
 
 import cnnkernels
 from cnnkernels import _library
-from helpers import INNER_RUN_ENV, PACKAGE_ENV, inner_run
+from support.helpers import INNER_RUN_ENV, PACKAGE_ENV, inner_run
+
 
 def pytest_configure(config):
     # (The markers are declared in pyproject.toml.)
-    # A child run of tests/test_fallback.py must test the package its parent tests.
+    # A child run of tests/reliability/test_fallback.py must test the package its parent tests.
     expected = os.environ.get(PACKAGE_ENV)
     if expected:
         assert Path(cnnkernels.__file__).resolve().parent == Path(expected), (cnnkernels.__file__, expected)

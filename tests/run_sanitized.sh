@@ -3,7 +3,7 @@
 # the CPU tests against it:
 #
 #     bash tests/run_sanitized.sh                  # build (incremental) + the default test selection below
-#     bash tests/run_sanitized.sh tests/test_conv2d_act.py -k relu    # other pytest arguments instead
+#     bash tests/run_sanitized.sh tests/ops/test_conv2d_act.py -k relu     # other pytest arguments instead
 #
 # How: `cmake -DCNNKERNELS_SANITIZE=address,undefined` into build/asan (the package's own cnnkernels/lib is left
 # alone); the tests import the source tree's Python package (python -m pytest from the repository root) with
@@ -72,9 +72,11 @@ if [ "$#" -eq 0 ]; then
   # The CPU op tests (correctness, gradcheck, opcheck, bad inputs), the fuzz slice, the bad-input catalogue (without
   # the >2**31-element tests, which need more memory than ASan's shadow and quarantine leave) and the thread tests on
   # the best kernels for this CPU; then the correctness tests again on the generic (DEFAULT) kernels.
-  files=(tests/test_add_relu.py tests/test_conv2d_act.py tests/test_dwsep_conv2d.py tests/test_inverted_residual.py
-         tests/test_inception_block.py tests/test_fuzz_ops.py tests/test_bad_input_catalogue.py tests/test_threads.py
-         tests/test_library.py)
+  files=(tests/ops/test_add_relu.py tests/ops/test_conv2d_act.py tests/ops/test_dwsep_conv2d.py
+         tests/ops/test_inverted_residual.py tests/ops/test_inception_block.py
+         tests/reliability/test_fuzz_ops.py tests/reliability/test_bad_input_catalogue.py
+         tests/reliability/test_threads.py
+         tests/packaging/test_library.py)
   "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "not slow and not fuzz" || rc=$?
   echo "run_sanitized: again on the generic kernels (CNNKERNELS_CPU_ISA=default)"
   CNNKERNELS_CPU_ISA=default "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" -m "correctness" || rc=$?

@@ -18,7 +18,7 @@ from cnnkernels._optional import loaded_class
 from cnnkernels.models._registry import register_model
 from cnnkernels.nn import BasicBlock, Bottleneck, FoldCacheMixin, ZeroPadShortcut, conv1x1
 from cnnkernels.nn._fold import _FUSION, conv_is_fusable, fold_conv_bn, is_foldable_norm
-from cnnkernels.nn.modules import _conv_act
+from cnnkernels.nn.fused import conv_act
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"]
@@ -118,7 +118,7 @@ class ResNet(FoldCacheMixin, nn.Module):
         if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
-                return _conv_act(x, self.conv1, f[0], f[1], "relu")
+                return conv_act(x, self.conv1, f[0], f[1], "relu")
         return self.relu(self.bn1(self.conv1(x)))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ at::Tensor add_relu_cuda(const at::Tensor& input, const at::Tensor& residual) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
+TORCH_LIBRARY_IMPL(CNNKERNELS_IMPL_NS, CNNKERNELS_IMPL_KEY, m) {
   m.impl("add_relu", &add_relu_cuda);
 }
 

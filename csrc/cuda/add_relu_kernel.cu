@@ -20,7 +20,7 @@ cudaError_t launch_add_relu_t(const void* a, const void* b, void* out, int64_t n
   const int64_t blocks = ceil_div(n, kThreads);
   const unsigned grid = static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
   auto* kernel = &add_relu_kernel<T>;
-  CNNK_LAUNCH(kernel, dim3(grid), dim3(kThreads), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
+  CNNKERNELS_LAUNCH(kernel, dim3(grid), dim3(kThreads), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
               static_cast<T*>(out), n);
   return rt::last_error();
 }

@@ -242,7 +242,7 @@ cudaError_t launch_conv_gemm_t(const ConvGemmArgs& a, cudaStream_t stream) {
   auto* kernel = &conv_gemm_kernel<T, Producer>;
   err = rt::allow_smem(kernel, p.smem.bytes);
   if (err != cudaSuccess) return err;
-  CNNK_LAUNCH(kernel, dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y)), dim3(kThreads),
+  CNNKERNELS_LAUNCH(kernel, dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y)), dim3(kThreads),
               static_cast<size_t>(p.smem.bytes), stream, a, p.smem, p.resident);
   return rt::last_error();
 }

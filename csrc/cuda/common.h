@@ -1,6 +1,7 @@
 #pragma once
-// Helpers shared by the CUDA op wrappers (torch side). With CNNK_EMULATE (csrc/cuda/emu/) the same wrappers are built
-// for the host: the kernels run emulated on CPU threads and the ops register as cnnkernels_emu::<op> for CPU tensors.
+// Helpers shared by the CUDA op wrappers (torch side). With CNNKERNELS_EMULATE (csrc/cuda/emu/) the same wrappers are
+// built for the host: the kernels run emulated on CPU threads and the ops register as cnnkernels_emu::<op> for CPU
+// tensors.
 #include <ATen/core/Tensor.h>  // not ATen/ATen.h: the wrappers need Tensor methods and at::empty only (2.5x faster)
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
@@ -8,14 +9,14 @@
 #include "common/checks.h"
 #include "cuda/kernels.h"
 
-#if defined(CNNK_EMULATE)
-#define CNNK_IMPL_NS cnnkernels_emu
-#define CNNK_IMPL_KEY CPU
+#if defined(CNNKERNELS_EMULATE)
+#define CNNKERNELS_IMPL_NS cnnkernels_emu
+#define CNNKERNELS_IMPL_KEY CPU
 #else
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#define CNNK_IMPL_NS cnnkernels
-#define CNNK_IMPL_KEY CUDA
+#define CNNKERNELS_IMPL_NS cnnkernels
+#define CNNKERNELS_IMPL_KEY CUDA
 #endif
 
 namespace cnnkernels::cuda {
@@ -26,7 +27,7 @@ static_assert(static_cast<int>(Act::None) == static_cast<int>(Activation::None) 
               "cuda::Act must mirror cnnkernels::Activation");
 inline Act to_act(Activation a) { return static_cast<Act>(static_cast<int>(a)); }
 
-#if defined(CNNK_EMULATE)
+#if defined(CNNKERNELS_EMULATE)
 struct DeviceGuard {
   explicit DeviceGuard(c10::Device) {}
 };

@@ -1,10 +1,10 @@
 #pragma once
 // What the kernel sources need from the CUDA toolkit, in one place: the fp16/bf16 types, WMMA, dynamic shared memory,
-// the launch syntax and the few runtime calls the launchers make. With CNNK_EMULATE (test builds compiled by a host
-// C++ compiler, csrc/cuda/emu/) the same names come from emu/shim.h and the kernels run on CPU threads.
+// the launch syntax and the few runtime calls the launchers make. With CNNKERNELS_EMULATE (test builds compiled by a
+// host C++ compiler, csrc/cuda/emu/) the same names come from emu/shim.h and the kernels run on CPU threads.
 #include <cstdint>
 
-#if defined(CNNK_EMULATE)
+#if defined(CNNKERNELS_EMULATE)
 #include "cuda/emu/shim.h"
 #else
 #include <cuda_bf16.h>
@@ -14,13 +14,13 @@
 
 // bf16 WMMA fragments exist from sm_80; the sm_75 build of the bf16 kernels uses the CUDA-core tile instead.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define CNNK_BF16_TC 1
+#define CNNKERNELS_BF16_TC 1
 #else
-#define CNNK_BF16_TC 0
+#define CNNKERNELS_BF16_TC 0
 #endif
 
 // kernel<<<grid, block, smem, stream>>>(args...), spelled so that the emulation can run it on threads.
-#define CNNK_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#define CNNKERNELS_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
 
 namespace cnnkernels::cuda {
 

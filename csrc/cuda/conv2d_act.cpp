@@ -51,7 +51,7 @@ at::Tensor conv2d_act_cuda(const at::Tensor& input, const at::Tensor& weight, co
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
+TORCH_LIBRARY_IMPL(CNNKERNELS_IMPL_NS, CNNKERNELS_IMPL_KEY, m) {
   m.impl("conv2d_act", &conv2d_act_cuda);
 }
 

@@ -16,7 +16,7 @@ struct GatherProducer {
   const ConvGemmArgs& a;
   const RowInfo* rows;
 
-  static CNNK_HD int64_t gemm_k(const ConvGemmArgs& a) { return static_cast<int64_t>(a.kH) * a.kW * a.Cg; }
+  static CNNKERNELS_HD int64_t gemm_k(const ConvGemmArgs& a) { return static_cast<int64_t>(a.kH) * a.kW * a.Cg; }
 
   __device__ __forceinline__ void produce(int g, int64_t k0, T* dst, int ldd) const {
     const T* __restrict__ x = static_cast<const T*>(a.x);
@@ -66,7 +66,7 @@ cudaError_t launch_depthwise_t(const ConvGemmArgs& a, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   const int64_t blocks = ceil_div(total, kThreads), cap = static_cast<int64_t>(dev.sms) * 16;
   auto* kernel = &depthwise_kernel<T>;
-  CNNK_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < cap ? blocks : cap)), dim3(kThreads), 0, stream, a);
+  CNNKERNELS_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < cap ? blocks : cap)), dim3(kThreads), 0, stream, a);
   return rt::last_error();
 }
 

@@ -1,13 +1,14 @@
 #pragma once
 // Per-element math shared by the CUDA kernels: activations, output sizes, NHWC offsets, im2col index splits, halo
 // windows. Plain C++ with __host__ __device__ markers, so the same code is compiled for the host by the tests
-// (tests/test_cuda_host_helpers.py, through csrc/cuda/emu/host_helpers.cpp) and by the emulated kernel runs.
+// (tests/cuda_kernels/test_cuda_host_helpers.py, through csrc/cuda/emu/host_helpers.cpp) and by the emulated kernel
+// runs.
 #include <cstdint>
 
 #if defined(__CUDACC__)
-#define CNNK_HD __host__ __device__ __forceinline__
+#define CNNKERNELS_HD __host__ __device__ __forceinline__
 #else
-#define CNNK_HD inline
+#define CNNKERNELS_HD inline
 #endif
 
 namespace cnnkernels::cuda {
@@ -17,7 +18,7 @@ enum class Act : int { None = 0, ReLU = 1, ReLU6 = 2 };
 
 // The op activations, NaN-propagating like torch.relu / F.relu6 (hardtanh keeps NaN).
 template <typename A>
-CNNK_HD A act_apply(Act a, A v) {
+CNNKERNELS_HD A act_apply(Act a, A v) {
   if (a == Act::ReLU) return v < A(0) ? A(0) : v;
   if (a == Act::ReLU6) return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
   return v;
@@ -25,19 +26,19 @@ CNNK_HD A act_apply(Act a, A v) {
 
 // max that propagates NaN like max_pool2d: once a NaN is seen it stays.
 template <typename A>
-CNNK_HD A max_nan(A m, A v) {
+CNNKERNELS_HD A max_nan(A m, A v) {
   return (v > m || v != v) ? v : m;
 }
 
 // Output size of a convolution / pooling window along one dimension (0 when the input is too small).
-CNNK_HD int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+CNNKERNELS_HD int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
   const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
   return span < 0 ? 0 : span / stride + 1;
 }
 
 // Element offset of (n, h, w, c) in an NHWC tensor whose pixels are `ld` elements apart (ld >= C; a channel slice
 // of a wider tensor has ld = the full width). 64-bit throughout.
-CNNK_HD int64_t nhwc_offset(int64_t n, int64_t h, int64_t w, int64_t c, int64_t H, int64_t W, int64_t ld) {
+CNNKERNELS_HD int64_t nhwc_offset(int64_t n, int64_t h, int64_t w, int64_t c, int64_t H, int64_t W, int64_t ld) {
   return ((n * H + h) * W + w) * ld + c;
 }
 
@@ -46,7 +47,7 @@ struct PixelPos {
   int64_t n;
   int h, w;
 };
-CNNK_HD PixelPos split_pixel(int64_t m, int64_t Ho, int64_t Wo) {
+CNNKERNELS_HD PixelPos split_pixel(int64_t m, int64_t Ho, int64_t Wo) {
   const int64_t hw = Ho * Wo;
   const int64_t n = m / hw, r = m - n * hw;
   return PixelPos{n, static_cast<int>(r / Wo), static_cast<int>(r % Wo)};
@@ -57,15 +58,15 @@ CNNK_HD PixelPos split_pixel(int64_t m, int64_t Ho, int64_t Wo) {
 struct KPos {
   int kh, kw, c;
 };
-CNNK_HD KPos split_k(int k, int Cg, int kW) {
+CNNKERNELS_HD KPos split_k(int k, int Cg, int kW) {
   const int t = k / Cg;
   return KPos{t / kW, t % kW, k - t * Cg};
 }
 
 // Input window read by the output positions [o0, o0 + tile) of a strided, dilated window: it starts at
 // halo_origin (may be negative: padding) and spans halo_extent positions.
-CNNK_HD int64_t halo_origin(int64_t o0, int64_t stride, int64_t pad) { return o0 * stride - pad; }
-CNNK_HD int64_t halo_extent(int64_t tile, int64_t stride, int64_t k, int64_t dil) {
+CNNKERNELS_HD int64_t halo_origin(int64_t o0, int64_t stride, int64_t pad) { return o0 * stride - pad; }
+CNNKERNELS_HD int64_t halo_extent(int64_t tile, int64_t stride, int64_t k, int64_t dil) {
   return (tile - 1) * stride + (k - 1) * dil + 1;
 }
 
@@ -73,7 +74,7 @@ CNNK_HD int64_t halo_extent(int64_t tile, int64_t stride, int64_t k, int64_t dil
 struct Range {
   int64_t lo, hi;
 };
-CNNK_HD Range clamp_range(int64_t origin, int64_t extent, int64_t size) {
+CNNKERNELS_HD Range clamp_range(int64_t origin, int64_t extent, int64_t size) {
   int64_t lo = origin < 0 ? 0 : origin;
   int64_t hi = origin + extent > size ? size : origin + extent;
   if (lo > size) lo = size;
@@ -81,9 +82,9 @@ CNNK_HD Range clamp_range(int64_t origin, int64_t extent, int64_t size) {
   return Range{lo, hi};
 }
 
-CNNK_HD bool in_range(Range r, int64_t v) { return v >= r.lo && v < r.hi; }
+CNNKERNELS_HD bool in_range(Range r, int64_t v) { return v >= r.lo && v < r.hi; }
 
-CNNK_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-CNNK_HD int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+CNNKERNELS_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+CNNKERNELS_HD int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 }  // namespace cnnkernels::cuda

@@ -41,7 +41,7 @@ at::Tensor dwsep_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weigh
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
+TORCH_LIBRARY_IMPL(CNNKERNELS_IMPL_NS, CNNKERNELS_IMPL_KEY, m) {
   m.impl("dwsep_conv2d", &dwsep_conv2d_cuda);
 }
 

@@ -83,7 +83,7 @@ at::Tensor inception_block_cuda(const at::Tensor& input, const at::Tensor& w1, c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
+TORCH_LIBRARY_IMPL(CNNKERNELS_IMPL_NS, CNNKERNELS_IMPL_KEY, m) {
   m.impl("inception_block", &inception_block_cuda);
 }
 

@@ -16,7 +16,7 @@ struct PoolProducer {
   const ConvGemmArgs& a;
   const RowInfo* rows;
 
-  static CNNK_HD int64_t gemm_k(const ConvGemmArgs& a) { return a.Cg; }
+  static CNNKERNELS_HD int64_t gemm_k(const ConvGemmArgs& a) { return a.Cg; }
 
   __device__ __forceinline__ void produce(int /*group*/, int64_t k0, T* dst, int ldd) const {
     using Acc = acc_t<T>;

@@ -49,7 +49,7 @@ at::Tensor inverted_residual_cuda(const at::Tensor& input, const c10::optional<a
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(CNNK_IMPL_NS, CNNK_IMPL_KEY, m) {
+TORCH_LIBRARY_IMPL(CNNKERNELS_IMPL_NS, CNNKERNELS_IMPL_KEY, m) {
   m.impl("inverted_residual", &inverted_residual_cuda);
 }
 

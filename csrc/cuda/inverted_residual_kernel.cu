@@ -152,7 +152,7 @@ cudaError_t launch_inverted_residual_t(const InvResArgs& a, cudaStream_t stream)
   auto* kernel = &inverted_residual_kernel<T>;
   err = rt::allow_smem(kernel, p.smem.bytes);
   if (err != cudaSuccess) return err;
-  CNNK_LAUNCH(kernel, dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y)), dim3(kThreads),
+  CNNKERNELS_LAUNCH(kernel, dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y)), dim3(kThreads),
               static_cast<size_t>(p.smem.bytes), stream, a, p.smem, p.resident, p.th, p.tw);
   return rt::last_error();
 }

@@ -19,7 +19,7 @@ constexpr int64_t kResidentCap = 100 * 1024;  // keep A resident only while a bl
 
 // GEMM K chunk, which is also the inverted residual's hidden-channel chunk: 32 for 2- and 4-byte types, 16 for fp64
 // (halves its shared memory).
-CNNK_HD constexpr int chunk_k(int t_bytes) { return t_bytes == 8 ? 16 : 32; }
+CNNKERNELS_HD constexpr int chunk_k(int t_bytes) { return t_bytes == 8 ? 16 : 32; }
 
 // One GEMM row of a block: the output pixel it computes. m < 0 marks a row outside the output.
 struct RowInfo {
@@ -43,12 +43,12 @@ struct SmemPlan {
   int64_t bytes;
 };
 
-CNNK_HD int64_t align_up(int64_t v) { return round_up(v, kAlign); }
+CNNKERNELS_HD int64_t align_up(int64_t v) { return round_up(v, kAlign); }
 
 // t_bytes / acc_bytes: sizes of the data and accumulation types. k_resident: the GEMM K when A is kept for the whole
 // K (computed once per block, reused for all its column tiles), 0 when A is produced chunk by chunk. halo_pixels: rows
 // of the inverted residual's expanded tile (0 otherwise); expand: that block has an expansion GEMM.
-CNNK_HD SmemPlan plan_smem(int t_bytes, int acc_bytes, int64_t k_resident, int64_t halo_pixels, bool expand) {
+CNNKERNELS_HD SmemPlan plan_smem(int t_bytes, int acc_bytes, int64_t k_resident, int64_t halo_pixels, bool expand) {
   SmemPlan p{};
   const bool staged = t_bytes == 2;  // WMMA accumulators go through fp32 shared memory
   p.bk = chunk_k(t_bytes);
@@ -94,7 +94,7 @@ struct LaunchPlan {
   SmemPlan smem;
 };
 
-CNNK_HD int col_split(int64_t row_tiles, int64_t col_tiles, int sms) {
+CNNKERNELS_HD int col_split(int64_t row_tiles, int64_t col_tiles, int sms) {
   const int64_t want = 2 * static_cast<int64_t>(sms < 1 ? 1 : sms);
   int64_t y = row_tiles >= want ? 1 : ceil_div(want, row_tiles < 1 ? 1 : row_tiles);
   if (y > col_tiles) y = col_tiles;
@@ -105,7 +105,7 @@ CNNK_HD int col_split(int64_t row_tiles, int64_t col_tiles, int sms) {
 
 // Shared memory is the only limit: keep A resident when a block walks more than one column tile and the resident
 // tile fits; otherwise produce A per K chunk (recomputed for each column tile).
-CNNK_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, int t_bytes, int acc_bytes, int sms,
+CNNKERNELS_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, int t_bytes, int acc_bytes, int sms,
                              int64_t smem_limit, int64_t halo_pixels, bool expand) {
   LaunchPlan p{};
   p.grid_x = row_tiles;
@@ -126,7 +126,7 @@ CNNK_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, in
 
 // The inverted residual tiles the output in th x tw blocks (2-D, for the depthwise halo): the largest candidate whose
 // expanded halo tile fits the shared memory, preferring a resident depthwise result at each size.
-CNNK_HD LaunchPlan plan_inverted_residual(int64_t N, int64_t Ho, int64_t Wo, int stride, int kH, int kW,
+CNNKERNELS_HD LaunchPlan plan_inverted_residual(int64_t N, int64_t Ho, int64_t Wo, int stride, int kH, int kW,
                                           int64_t hidden, int64_t Cout, bool expand, int t_bytes, int acc_bytes,
                                           int sms, int64_t smem_limit) {
   const int cand[7][2] = {{8, 8}, {4, 8}, {4, 4}, {2, 4}, {2, 2}, {1, 2}, {1, 1}};

@@ -26,7 +26,7 @@ struct Traits<__half> {
 template <>
 struct Traits<__nv_bfloat16> {
   using Acc = float;
-  static constexpr bool tc = CNNK_BF16_TC;
+  static constexpr bool tc = CNNKERNELS_BF16_TC;
 };
 template <typename T>
 using acc_t = typename Traits<T>::Acc;

@@ -1,7 +1,8 @@
 #pragma once
-// The interface between the op wrappers (plain C++, compiled once) and the SIMD kernels (kernel_table.cpp, compiled
-// once per ISA level into namespace cnnkernels::cpu::<ISA>). Everything crossing it is plain data: raw pointers, sizes,
-// element types. Kernels are single-threaded over the row range they are given; the wrappers parallelise.
+// The interface between the op wrappers (plain C++, compiled once) and the SIMD kernels (one file per family beside
+// this one, table() in kernel_table.cpp; compiled once per ISA level into namespace cnnkernels::cpu::<ISA>). Everything
+// crossing it is plain data: raw pointers, sizes, element types. Kernels are single-threaded over the row range they
+// are given; the wrappers parallelise.
 #include <cstdint>
 
 #include "common/checks.h"

@@ -1,10 +1,10 @@
 #pragma once
 // The vector type the kernels compute with, and loads/stores that widen fp16/bf16 to fp32 lanes and round back once,
-// for the ISA build being compiled (CPU_CAPABILITY). Only for the per-ISA kernel sources (kernel_table.cpp).
+// for the ISA build being compiled (CPU_CAPABILITY). Only for the per-ISA kernel sources (CNNKERNELS_ISA_SOURCES).
 //
 // Nothing here goes through a stack buffer: a kernel's inner loop that loads a partial vector (a layer's last 8 of 24
-// channels) or a 16-bit tensor would otherwise store and reload every such vector, and tests/test_disassembly.py fails
-// on vector stack traffic inside the multiply-accumulate loops.
+// channels) or a 16-bit tensor would otherwise store and reload every such vector, and
+// tests/packaging/test_disassembly.py fails on vector stack traffic inside the multiply-accumulate loops.
 #include <ATen/cpu/vec/vec.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

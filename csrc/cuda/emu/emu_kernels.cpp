@@ -1,6 +1,6 @@
-// Test build (tests/test_cuda_emulated.py): the CUDA kernel sources and their launchers compiled by the host compiler
-// against the emulation in shim.h. Nothing here is part of the shipped libraries.
-#define CNNK_EMULATE 1
+// Test build (tests/cuda_kernels/test_cuda_emulated.py): the CUDA kernel sources and their launchers compiled by the
+// host compiler against the emulation in shim.h. Nothing here is part of the shipped libraries.
+#define CNNKERNELS_EMULATE 1
 #include "cuda/emu/shim.h"
 
 #include "cuda/add_relu_kernel.cu"
@@ -9,15 +9,15 @@
 #include "cuda/inception_block_kernel.cu"
 #include "cuda/inverted_residual_kernel.cu"
 
-#define CNNK_EMU_API extern "C" __attribute__((visibility("default")))
+#define CNNKERNELS_EMU_API extern "C" __attribute__((visibility("default")))
 
 // The emulated device: SM count (grid.y splitting) and the opt-in shared memory limit (resident A, IR tile size).
-CNNK_EMU_API void cnnk_emu_configure(int sms, int64_t smem_optin) {
+CNNKERNELS_EMU_API void cnnk_emu_configure(int sms, int64_t smem_optin) {
   cnnkernels::cuda::emu::g_config = cnnkernels::cuda::emu::Config{sms, smem_optin};
 }
 
 // grid.x, grid.y, dynamic shared memory bytes and the number of launches so far.
-CNNK_EMU_API void cnnk_emu_last_launch(int64_t* out) {
+CNNKERNELS_EMU_API void cnnk_emu_last_launch(int64_t* out) {
   const auto& r = cnnkernels::cuda::emu::g_record;
   out[0] = r.grid_x;
   out[1] = r.grid_y;

@@ -1,7 +1,8 @@
-// Test build (tests/test_cuda_emulated.py): the CUDA op wrappers compiled for the host with CNNK_EMULATE, registered
-// as cnnkernels_emu::<op> for CPU tensors (the test defines the schemas from cnnkernels/ops.schema). Together with
-// emu_kernels.cpp this runs the exact wrapper + launcher + kernel code of the CUDA ops on the CPU.
-#define CNNK_EMULATE 1
+// Test build (tests/cuda_kernels/test_cuda_emulated.py): the CUDA op wrappers compiled for the host with
+// CNNKERNELS_EMULATE, registered as cnnkernels_emu::<op> for CPU tensors (the test defines the schemas from
+// cnnkernels/ops.schema). Together with emu_kernels.cpp this runs the exact wrapper + launcher + kernel code of the
+// CUDA ops on the CPU.
+#define CNNKERNELS_EMULATE 1
 
 #include "common/checks.cpp"
 #include "common/op_checks.cpp"

@@ -1,6 +1,6 @@
-// Test build (tests/test_cuda_host_helpers.py): extern "C" entry points over the __host__ __device__ helpers the
-// CUDA kernels use for their index math, activations and launch plans (device_math.h, tiling.h), compiled for the
-// host with no CUDA or torch headers and loaded with ctypes.
+// Test build (tests/cuda_kernels/test_cuda_host_helpers.py): extern "C" entry points over the __host__ __device__
+// helpers the CUDA kernels use for their index math, activations and launch plans (device_math.h, tiling.h), compiled
+// for the host with no CUDA or torch headers and loaded with ctypes.
 #include "cuda/device_math.h"
 #include "cuda/tiling.h"
 

@@ -1,6 +1,6 @@
 #pragma once
 // Host emulation of the CUDA features the kernels use, so that the kernel sources (csrc/cuda/*_kernel.cu) compile with
-// a host C++ compiler (-DCNNK_EMULATE) and run on CPU tensors in tests, on machines without a GPU:
+// a host C++ compiler (-DCNNKERNELS_EMULATE) and run on CPU tensors in tests, on machines without a GPU:
 //   - every CUDA thread of a block is a fiber (ucontext) on the calling thread; __syncthreads switches to the next
 //     one, and a block advances barrier phase by barrier phase, its threads visited in ascending order in one phase and
 //     descending order in the next (so a missing barrier between a write and another thread's read shows up). A
@@ -31,7 +31,7 @@
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
-#define CNNK_BF16_TC 1
+#define CNNKERNELS_BF16_TC 1
 
 namespace cnnkernels::cuda::emu {
 
@@ -156,7 +156,7 @@ cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
 
 inline void __syncthreads() { ::cnnkernels::cuda::emu::barrier(); }
 
-#define CNNK_LAUNCH(kernel, grid, block, smem, stream, ...) \
+#define CNNKERNELS_LAUNCH(kernel, grid, block, smem, stream, ...) \
   (::cnnkernels::cuda::emu::g_last = ::cnnkernels::cuda::emu::launch(kernel, grid, block, smem, stream, __VA_ARGS__))
 
 namespace nvcuda::wmma {

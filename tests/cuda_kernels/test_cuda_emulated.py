@@ -1,0 +1,230 @@
+"""The CUDA ops' own code, run on the CPU: wrappers (validation, weight packing, slices), launchers (tile plans,
+grids, shared-memory sizes) and kernels (producers, WMMA / CUDA-core tiles, epilogues), compiled by the host compiler
+against the emulation in csrc/cuda/emu/shim.h and registered as torch.ops.cnnkernels_emu.<op> for CPU tensors.
+
+The emulation runs every CUDA thread of a block as a host thread with a real barrier for __syncthreads, poisons
+shared memory before each block, checks WMMA's alignment rules and shared-memory overruns. It cannot show warp-timing
+or memory-model effects, tensor-core numerics or performance: tests/cuda_kernels/test_cuda_gpu.py covers those on a GPU.
+
+Built on first use with torch.utils.cpp_extension (C++ compiler, ninja and the CUDA headers for the fp16/bf16 types;
+about a minute, then cached under build/cuda_emu).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnkernels
+from cnnkernels import _library
+from support.buildutil import REPO, skip_or_fail
+from support.cuda_cases import (CASES, DTYPES, FORMATS, assert_close_to_reference, cast, empty_batch, output_format,
+                                reference)
+from support.dtypes import DTYPE_IDS
+from support.valid_args import AT_WINDOW_MAX
+from support.valid_args import call_args as _catalogue_args
+
+ROOT = REPO
+EMU_SRC = ROOT / "csrc" / "cuda" / "emu"
+BUILD_DIR = ROOT / "build" / "cuda_emu"
+NS = "cnnkernels_emu"
+KIB = 1024
+DEFAULT_DEVICE = (4, 99 * KIB)  # SMs, opt-in shared memory per block
+_SCHEMAS = None  # the cnnkernels_emu schema library; lives as long as the process
+
+
+def _cuda_include():
+    cands = [Path(os.environ[v]) / "include" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    cands.append(Path("/usr/local/cuda/include"))
+    try:
+        import nvidia  # the CUDA runtime wheel torch depends on ships the headers
+        for p in nvidia.__path__:
+            cands += sorted(Path(p).glob("cu*/include")) + [Path(p) / "cuda_runtime" / "include"]
+    except ImportError:
+        pass
+    for c in cands:
+        if (c / "cuda_fp16.h").exists() and (c / "cuda_runtime_api.h").exists():
+            return c
+    return None
+
+
+class Emu:
+    def __init__(self, path):
+        self.handle = ctypes.CDLL(path)
+        self.handle.cnnk_emu_configure.argtypes = [ctypes.c_int, ctypes.c_int64]
+        self.handle.cnnk_emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+        self.configure(*DEFAULT_DEVICE)
+
+    def configure(self, sms, smem):
+        self.handle.cnnk_emu_configure(sms, smem)
+
+    def last_launch(self):
+        buf = (ctypes.c_int64 * 4)()
+        self.handle.cnnk_emu_last_launch(buf)
+        return dict(zip(["grid_x", "grid_y", "smem", "launches"], buf))
+
+    @staticmethod
+    def op(name):
+        return getattr(getattr(torch.ops, NS), name)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    global _SCHEMAS
+    if not (EMU_SRC / "emu_ops.cpp").exists():
+        skip_or_fail("the CUDA sources are not here (tests run outside a source checkout)")
+    from torch.utils import cpp_extension
+    inc = _cuda_include()
+    if inc is None:
+        skip_or_fail("no CUDA headers (cuda_fp16.h) for the emulation build")
+    if not cpp_extension.is_ninja_available() or not (shutil.which("c++") or shutil.which("g++")):
+        skip_or_fail("the emulation build needs ninja and a C++ compiler")
+    if _SCHEMAS is None:
+        _SCHEMAS = torch.library.Library(NS, "DEF")
+        for schema in _library.read_schemas().values():
+            _SCHEMAS.define(schema)
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    path = cpp_extension.load(
+        name="cnnkernels_cuda_emu", sources=[str(EMU_SRC / "emu_kernels.cpp"), str(EMU_SRC / "emu_ops.cpp")],
+        extra_include_paths=[str(ROOT / "csrc"), str(inc)],
+        extra_cflags=["-O2", "-fvisibility=hidden", "-Wno-unknown-pragmas"],
+        build_directory=str(BUILD_DIR), is_python_module=False, verbose=False)
+    e = Emu(path)
+    yield e
+    e.configure(*DEFAULT_DEVICE)
+
+
+ALL_CASES = [(op, cid) for op, cases in CASES.items() for cid, _ in cases]
+
+
+def _args(op, case):
+    return dict(CASES[op])[case]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("op,case", ALL_CASES, ids=[f"{o}-{c}" for o, c in ALL_CASES])
+def test_matches_reference(emu, op, case, dtype, fmt):
+    args = cast(_args(op, case), dtype, fmt=FORMATS[fmt])
+    assert_close_to_reference(op, emu.op(op)(*args), args, dtype)
+
+
+# Launch variants: (SMs, shared memory) -> the path the GEMM kernels take.
+#   one_sm:     grid.y = 1, a block walks every column tile with its A tile resident (when it fits)
+#   many_sms:   column tiles spread over grid.y, one per block, A produced chunk by chunk
+#   small_smem: no opt-in (48 KiB): A chunked; the inverted residual falls back to smaller output tiles
+DEVICES = {"one_sm": (1, 227 * KIB), "many_sms": (512, 227 * KIB), "small_smem": (1, 48 * KIB)}
+MULTI_TILE = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "1x1_s2_nobias"),
+              ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("dwsep_conv2d", "rect"),
+              ("inverted_residual", "expand_s2_2coltiles"), ("inverted_residual", "k5_residual"),
+              ("inverted_residual", "no_expand_2coltiles"),
+              ("inception_block", "wide")]
+
+
+@pytest.mark.parametrize("device", list(DEVICES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("op,case", MULTI_TILE, ids=[f"{o}-{c}" for o, c in MULTI_TILE])
+def test_launch_variants(emu, op, case, dtype, device):
+    sms, smem = DEVICES[device]
+    emu.configure(sms, smem)
+    try:
+        args = cast(_args(op, case), dtype, fmt=torch.channels_last)
+        y = emu.op(op)(*args)
+        rec = emu.last_launch()
+    finally:
+        emu.configure(*DEFAULT_DEVICE)
+    assert_close_to_reference(op, y, args, dtype)
+    assert rec["smem"] <= smem
+    if device == "one_sm":  # every case has at least 2 pixel tiles: 2 blocks for the SM without splitting columns
+        assert rec["grid_y"] == 1
+    if device == "many_sms" and op != "inception_block":
+        assert rec["grid_y"] > 1 or y.shape[1] <= 64
+
+
+@pytest.mark.parametrize("op", list(CASES))
+def test_empty_batch(emu, op):
+    args = empty_batch(op, cast(CASES[op][0][1], torch.float32, fmt=torch.channels_last))
+    y = emu.op(op)(*args)
+    assert y.shape == reference(op, args).shape and y.numel() == 0
+    assert y.is_contiguous(memory_format=output_format(args[0]))
+
+
+@pytest.mark.parametrize("op", list(CASES))
+def test_noncontiguous_input(emu, op):
+    args = list(cast(CASES[op][0][1], torch.float32))
+    wide = torch.zeros(*args[0].shape[:3], 2 * args[0].shape[3])
+    wide[..., ::2] = args[0]
+    args[0] = wide[..., ::2]
+    assert_close_to_reference(op, emu.op(op)(*args), args, torch.float32)
+
+
+def test_no_input_channels_is_rejected(emu):
+    # As on CPU (tests/reliability/test_bad_input_catalogue.py): zero input channels are an error naming the argument.
+    x = torch.randn(2, 0, 5, 4)
+    w = torch.randn(6, 0, 3, 3)
+    b = torch.randn(6)
+    with pytest.raises(ValueError, match=r"cnnkernels.conv2d_act: input must have at least one channel"):
+        emu.op("conv2d_act")(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, "relu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("op,overrides", [pytest.param(o, ov, id=f"{o}-{i}") for i, (o, ov) in enumerate(AT_WINDOW_MAX)])
+def test_window_param_at_int32_max(emu, op, overrides, dtype):
+    # Stride, padding and dilation at their cap, 2**31 - 1: the kernels hold them in 32 bits and index in 64.
+    args = cast(_catalogue_args(op, **overrides), dtype, fmt=torch.channels_last)
+    assert_close_to_reference(op, emu.op(op)(*args), args, dtype)
+
+
+@pytest.mark.parametrize("op,case", [("conv2d_act", "3x3_relu"), ("conv2d_act", "depthwise_res"),
+                                     ("dwsep_conv2d", "3x3_relu"), ("inverted_residual", "expand_residual"),
+                                     ("inception_block", "odd_sizes")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=DTYPE_IDS.get)
+def test_nan_and_inf_propagate(emu, op, case, dtype):
+    args = list(cast(_args(op, case), dtype))
+    x = args[0].clone()
+    x[0, 0, 1, 2] = float("nan")
+    x[-1, -1, -1, -1] = float("inf")
+    args[0] = x
+    assert_close_to_reference(op, emu.op(op)(*args), args, dtype)
+
+
+def _bad_inputs():
+    conv = list(CASES["conv2d_act"][0][1])
+    dws = list(CASES["dwsep_conv2d"][0][1])
+    ir = list(CASES["inverted_residual"][0][1])
+    inc = list(CASES["inception_block"][0][1])
+    pair = list(CASES["add_relu"][0][1])
+    yield "add_relu", "shape", [pair[0], pair[1][:, :2]]
+    yield "add_relu", "dtype", [pair[0], pair[1].float()]
+    yield "conv2d_act", "weight_cin", conv[:1] + [conv[1][:, :3]] + conv[2:]
+    yield "conv2d_act", "activation", conv[:8] + ["gelu"]
+    yield "conv2d_act", "residual_shape", conv[:3] + [torch.zeros(2, 12, 3, 3, dtype=torch.float64)] + conv[4:]
+    yield "conv2d_act", "int_input", [conv[0].int()] + conv[1:]
+    yield "conv2d_act", "weight_dtype", conv[:1] + [conv[1].float()] + conv[2:]
+    yield "dwsep_conv2d", "dw_channels", dws[:1] + [dws[1][:4]] + dws[2:]
+    yield "dwsep_conv2d", "pw_shape", dws[:3] + [dws[3][..., :0, :]] + dws[4:]
+    yield "inverted_residual", "residual_stride2", ir[:7] + [2] + ir[8:]
+    yield "inverted_residual", "even_kernel", ir[:3] + [ir[3][..., :2, :2]] + ir[4:]
+    yield "inverted_residual", "expand_bias_without_weight", ir[:1] + [None] + ir[2:]
+    yield "inception_block", "w2_cin", inc[:5] + [inc[5][:, :2]] + inc[6:]
+    yield "inception_block", "b4_shape", inc[:12] + [inc[12][:2]]
+
+
+BAD = list(_bad_inputs())
+
+
+@pytest.mark.parametrize("op,what,args", BAD, ids=[f"{o}-{w}" for o, w, _ in BAD])
+def test_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
+    if not _library.STATE.cpu:
+        skip_or_fail(f"compiled CPU library not loaded: {_library.STATE.reason}")
+    with pytest.raises(Exception) as cpu:
+        getattr(torch.ops.cnnkernels, op)(*args)
+    assert isinstance(cpu.value, (ValueError, TypeError)), cpu.value
+    with pytest.raises(type(cpu.value)) as emulated:
+        emu.op(op)(*args)
+    assert str(emulated.value).splitlines()[0] == str(cpu.value).splitlines()[0]

@@ -1,0 +1,219 @@
+"""Cases and references shared by the CUDA kernel tests (tests/cuda_kernels/test_cuda_emulated.py runs them through the host
+emulation, tests/cuda_kernels/test_cuda_gpu.py on a GPU). Tolerances: dtypes.CUDA_TOLERANCES.
+
+The references are plain torch.nn.functional compositions evaluated in fp64 on the inputs already rounded to the
+dtype under test, so a comparison measures the kernel's arithmetic only. The cases cover each kernel's paths: several
+K chunks and column tiles, groups, depthwise and channel multipliers, stride / padding / dilation / rectangular
+kernels, sizes that are not multiples of the tiles, residuals, every activation, absent optional arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from support.dtypes import CUDA_TOLERANCES
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]  # every dtype the CUDA kernels take
+FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
+def act(x: torch.Tensor, a: str) -> torch.Tensor:
+    return {"none": lambda t: t, "relu": torch.relu, "relu6": F.relu6}[a](x)
+
+
+def _g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(gen, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
+
+
+def _weight(gen, cout, cin, kh, kw):
+    return _randn(gen, cout, cin, kh, kw, scale=1.0 / math.sqrt(max(cin * kh * kw, 1)))
+
+
+# ---- references (fp64) ------------------------------------------------------------------------------------------------
+
+def ref_conv2d_act(x, w, b, r, stride, padding, dilation, groups, a):
+    y = F.conv2d(x, w, b, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return act(y if r is None else y + r, a)
+
+
+def ref_dwsep_conv2d(x, dw, dwb, pw, pwb, stride, padding, dilation, dw_act, pw_act):
+    h = act(F.conv2d(x, dw, dwb, tuple(stride), tuple(padding), tuple(dilation), x.shape[1]), dw_act)
+    return act(F.conv2d(h, pw, pwb), pw_act)
+
+
+def ref_inverted_residual(x, ew, eb, dw, db, pw, pb, stride, residual, a):
+    h = x if ew is None else act(F.conv2d(x, ew, eb), a)
+    h = act(F.conv2d(h, dw, db, stride, (dw.shape[2] // 2, dw.shape[3] // 2), 1, h.shape[1]), a)
+    y = F.conv2d(h, pw, pb)
+    return y + x if residual else y
+
+
+def ref_inception_block(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4):
+    def cr(t, w, b):
+        return torch.relu(F.conv2d(t, w, b, 1, (w.shape[2] // 2, w.shape[3] // 2)))
+    return torch.cat([cr(x, w1, b1), cr(cr(x, w2r, b2r), w2, b2), cr(cr(x, w3r, b3r), w3, b3),
+                      cr(F.max_pool2d(x, 3, 1, 1), w4, b4)], 1)
+
+
+def ref_add_relu(x, r):
+    return torch.relu(x + r)
+
+
+REFERENCES: Dict[str, Callable] = {
+    "add_relu": ref_add_relu,
+    "conv2d_act": ref_conv2d_act,
+    "dwsep_conv2d": ref_dwsep_conv2d,
+    "inverted_residual": ref_inverted_residual,
+    "inception_block": ref_inception_block,
+}
+
+
+# ---- cases: op -> [(id, fp64 args)] ----------------------------------------------------------------------------------
+
+def _conv(seed, N, C, H, W, Cout, k, s=1, p=0, d=1, groups=1, bias=True, res=False, a="none"):
+    g = _g(seed)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    s, p, d = [(v, v) if isinstance(v, int) else tuple(v) for v in (s, p, d)]
+    x = _randn(g, N, C, H, W)
+    w = _weight(g, Cout, C // groups, kh, kw)
+    b = _randn(g, Cout, scale=0.5) if bias else None
+    Ho = (H + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    Wo = (W + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    r = _randn(g, N, Cout, Ho, Wo) if res else None
+    return (x, w, b, r, list(s), list(p), list(d), groups, a)
+
+
+def _dwsep(seed, N, C, H, W, Cout, k, s=1, p=0, d=1, bias=True, dw_act="relu", pw_act="relu"):
+    g = _g(seed)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    s, p, d = [[v, v] if isinstance(v, int) else list(v) for v in (s, p, d)]
+    x = _randn(g, N, C, H, W)
+    dw = _weight(g, C, 1, kh, kw)
+    pw = _weight(g, Cout, C, 1, 1)
+    dwb, pwb = (_randn(g, C, scale=0.5), _randn(g, Cout, scale=0.5)) if bias else (None, None)
+    return (x, dw, dwb, pw, pwb, s, p, d, dw_act, pw_act)
+
+
+def _ir(seed, N, C, H, W, hidden, Cout, k=3, s=1, residual=False, a="relu6", expand=True, expand_bias=True):
+    g = _g(seed)
+    x = _randn(g, N, C, H, W)
+    ew = _weight(g, hidden, C, 1, 1) if expand else None
+    eb = _randn(g, hidden, scale=0.5) if expand and expand_bias else None
+    dw = _weight(g, hidden, 1, k, k)
+    db = _randn(g, hidden, scale=0.5)
+    pw = _weight(g, Cout, hidden, 1, 1)
+    pb = _randn(g, Cout, scale=0.5)
+    return (x, ew, eb, dw, db, pw, pb, s, residual, a)
+
+
+def _inception(seed, N, C, H, W, c1, c2r, c2, c3r, c3, c4, k2=3, k3=5):
+    g = _g(seed)
+    x = _randn(g, N, C, H, W)
+    out = [x]
+    for cout, cin, k in [(c1, C, 1), (c2r, C, 1), (c2, c2r, k2), (c3r, C, 1), (c3, c3r, k3), (c4, C, 1)]:
+        out += [_weight(g, cout, cin, k, k), _randn(g, cout, scale=0.5)]
+    return tuple(out)
+
+
+def _pair(seed, *shape):
+    g = _g(seed)
+    return (_randn(g, *shape), _randn(g, *shape))
+
+
+CASES: Dict[str, List[Tuple[str, tuple]]] = {
+    "add_relu": [
+        ("4d", _pair(61, 2, 5, 7, 3)),
+        ("1d_odd", _pair(62, 1001)),
+        ("3d", _pair(63, 3, 70, 9)),
+    ],
+    "conv2d_act": [
+        ("3x3_relu", _conv(1, 2, 8, 9, 7, 12, 3, p=1, a="relu")),
+        ("3x3_res_relu6_2coltiles", _conv(2, 1, 40, 10, 13, 80, 3, p=1, res=True, a="relu6")),
+        ("1x1_s2_nobias", _conv(3, 3, 33, 11, 9, 70, 1, s=2)),
+        ("7x7_s2_stem", _conv(4, 1, 3, 23, 19, 16, 7, s=2, p=3, a="relu")),
+        ("grouped", _conv(5, 2, 12, 8, 8, 18, 3, p=1, groups=3, a="relu")),
+        ("rect_dilated", _conv(6, 1, 6, 13, 11, 10, (3, 5), s=(2, 1), p=(2, 3), d=(2, 1))),
+        ("depthwise_res", _conv(7, 2, 24, 10, 9, 24, 3, p=1, groups=24, res=True, a="relu6")),
+        ("depthwise_5x5_s2", _conv(8, 1, 16, 15, 15, 16, 5, s=2, p=2, groups=16, bias=False, a="relu")),
+        ("channel_multiplier", _conv(9, 1, 4, 6, 6, 8, 3, p=1, groups=4, a="relu")),
+        ("many_pixel_tiles", _conv(10, 3, 16, 20, 20, 32, 3, p=1, a="relu")),
+        ("1x1_pixel", _conv(11, 1, 5, 1, 1, 3, 1, res=True, a="relu")),
+    ],
+    "dwsep_conv2d": [
+        ("3x3_relu", _dwsep(21, 2, 8, 9, 7, 12, 3, p=1)),
+        ("s2_2coltiles", _dwsep(22, 1, 40, 24, 24, 80, 3, s=2, p=1, dw_act="relu6", pw_act="none")),
+        ("5x5_dilated_nobias", _dwsep(23, 1, 20, 11, 13, 7, 5, p=4, d=2, bias=False, dw_act="none")),
+        ("one_channel", _dwsep(24, 2, 1, 5, 5, 3, 3)),
+        ("rect", _dwsep(25, 3, 33, 6, 9, 65, (1, 3), s=(1, 2), p=(0, 1), pw_act="relu6")),
+    ],
+    "inverted_residual": [
+        ("expand_residual", _ir(31, 2, 8, 9, 7, 24, 8, residual=True)),
+        ("expand_s2_2coltiles", _ir(32, 1, 12, 19, 19, 40, 70, s=2, a="relu")),
+        ("no_expand", _ir(33, 2, 24, 8, 8, 24, 16, expand=False)),
+        ("k5_residual", _ir(34, 1, 8, 10, 13, 48, 8, k=5, residual=True, a="relu")),
+        ("k5_s2_linear", _ir(35, 1, 6, 9, 9, 36, 12, k=5, s=2, a="none", expand_bias=False)),
+        ("single_pixel", _ir(36, 1, 3, 1, 1, 6, 3, residual=True)),
+        ("wide_hidden", _ir(37, 1, 16, 7, 7, 96, 24, s=1)),
+        ("no_expand_2coltiles", _ir(38, 1, 40, 16, 16, 40, 80, expand=False, a="relu")),
+    ],
+    "inception_block": [
+        ("odd_sizes", _inception(41, 2, 12, 9, 7, 5, 6, 7, 3, 4, 6)),
+        ("wide", _inception(42, 1, 40, 9, 8, 70, 33, 40, 8, 16, 20)),
+    ],
+}
+
+
+def cast(args, dtype, device="cpu", fmt=torch.contiguous_format):
+    """The args in `dtype` on `device`, every 4-D tensor (input, residual, weights) in memory format `fmt`."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            a = a.to(device=device, dtype=dtype)
+            if a.dim() == 4:
+                a = a.contiguous(memory_format=fmt)
+        out.append(a)
+    return tuple(out)
+
+
+def reference(op: str, args) -> torch.Tensor:
+    """The fp64 reference on the (possibly rounded) args."""
+    return REFERENCES[op](*[a.detach().cpu().double() if isinstance(a, torch.Tensor) else a for a in args])
+
+
+def output_format(x: torch.Tensor):
+    from torch._prims_common import suggest_memory_format
+    return suggest_memory_format(x)
+
+
+def empty_batch(op: str, args) -> list:
+    """`args` with the batch dimension of the input (and of add_relu's residual) emptied."""
+    args = list(args)
+    args[0] = args[0][:0]
+    if op == "add_relu":
+        args[1] = args[1][:0]
+    return args
+
+
+def assert_close_to_reference(op: str, y: torch.Tensor, args, dtype) -> None:
+    want = reference(op, args)
+    assert y.dtype == dtype and tuple(y.shape) == tuple(want.shape)
+    assert y.is_contiguous(memory_format=output_format(args[0]))
+    torch.testing.assert_close(y.detach().cpu().double(), want, equal_nan=True, **CUDA_TOLERANCES[dtype])
+
+
+# Small fp64 cases for gradcheck (every differentiable argument on).
+GRAD_CASES: Dict[str, tuple] = {
+    "add_relu": _pair(50, 2, 3, 4, 5),
+    "conv2d_act": _conv(51, 1, 3, 5, 6, 4, 3, p=1, res=True, a="relu"),
+    "dwsep_conv2d": _dwsep(52, 1, 3, 5, 6, 4, 3, p=1, dw_act="relu6", pw_act="relu"),
+    "inverted_residual": _ir(53, 1, 4, 5, 6, 8, 4, residual=True, a="relu6"),
+    "inception_block": _inception(54, 1, 4, 5, 6, 2, 2, 3, 2, 2, 2),
+}

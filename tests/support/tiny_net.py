@@ -1,0 +1,35 @@
+"""TinyNet: all five ops in one small network (tests/ops/test_compile_export.py compiles and exports it,
+tests/reliability/test_threads.py runs it from several threads)."""
+
+import torch
+from torch import nn
+
+import cnnkernels
+
+
+def _param(*shape):
+    """A weight ([C_out, C_in, kH, kW], He-scaled) or a bias ([C])."""
+    fan_in = shape[1] * shape[2] * shape[3] if len(shape) == 4 else 4 * shape[0]
+    return nn.Parameter(torch.randn(*shape) * (2.0 / fan_in) ** 0.5)
+
+
+class TinyNet(nn.Module):
+    """stem conv -> dwsep (stride 2) -> inverted residual -> inception -> conv + add_relu join."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.ParameterList([_param(8, 3, 3, 3), _param(8)])
+        self.dwsep = nn.ParameterList([_param(8, 1, 3, 3), _param(8), _param(12, 8, 1, 1), _param(12)])
+        self.ir = nn.ParameterList([_param(36, 12, 1, 1), _param(36), _param(36, 1, 3, 3), _param(36),
+                                    _param(12, 36, 1, 1), _param(12)])
+        self.inc = nn.ParameterList([_param(4, 12, 1, 1), _param(4), _param(6, 12, 1, 1), _param(6),
+                                     _param(6, 6, 3, 3), _param(6), _param(2, 12, 1, 1), _param(2),
+                                     _param(3, 2, 5, 5), _param(3), _param(3, 12, 1, 1), _param(3)])
+        self.head_w = _param(16, 16, 1, 1)
+
+    def forward(self, x):
+        x = cnnkernels.conv2d_act(x, *self.stem, None, 1, 1, 1, 1, "relu")
+        x = cnnkernels.dwsep_conv2d(x, *self.dwsep, 2, 1, 1, "relu", "relu6")
+        x = cnnkernels.inverted_residual(x, *self.ir, stride=1, residual=True, activation="relu6")
+        x = cnnkernels.inception_block(x, *self.inc)
+        return cnnkernels.add_relu(x, cnnkernels.conv2d_act(x, self.head_w, None, None, 1, 0, 1, 1, "none"))

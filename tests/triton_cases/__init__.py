@@ -1,1 +1,0 @@
-"""Helpers for the Triton test modules (tests/test_triton_*.py); see common.py."""

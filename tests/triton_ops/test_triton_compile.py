@@ -1,0 +1,57 @@
+"""Compiles the Triton kernels for an sm_90 GPU (H100) ahead of time, without a GPU: Triton lowers them to PTX with
+its bundled LLVM and assembles them with its bundled ptxas. That catches what the interpreter cannot -- type errors,
+tl.dot shape/dtype constraints, layout and lowering failures -- on a CPU-only machine. One config per kernel and
+dot mode keeps it to ~1 min; the full set (every autotune config x dtype, 138 compiles) passed the same way by
+hand. Whether the compiled kernels run correctly is tests/triton_ops/test_triton_gpu.py's job, on a GPU."""
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") == "1",
+                                reason="TRITON_INTERPRET=1: the kernels are interpreted, not compiled")
+
+triton = pytest.importorskip("triton")
+
+POINTERS = {"X", "Wt", "B", "R", "Y", "WE", "BE", "WD", "BD", "WP", "BP"}
+PTR_TYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+
+
+def _kernels():
+    import cnnkernels.triton as ct
+    from cnnkernels.triton import add_relu, conv2d_act, dwsep_conv2d
+    if ct.INTERPRET:
+        pytest.skip("cnnkernels.triton was imported with TRITON_INTERPRET=1")
+    gemm = dict(KH=3, KW=3, HAS_BIAS=True, HAS_RES=True, ACT=1, POOL=False, F64=False)
+    fused = dict(KH=3, KW=3, HAS_EXPAND=True, HAS_BE=True, HAS_BD=True, HAS_BP=True, HAS_RES=True, EXP_ACT=2,
+                 DW_ACT=2, PW_ACT=0, F64=False)
+    return {
+        "add_relu-bf16": (add_relu._add_relu_kernel, "bf16", dict(F64=False)),
+        "conv_gemm-fp16": (conv2d_act._conv_gemm_kernel, "fp16", dict(gemm, DOT=0)),
+        "conv_gemm-fp32-pool": (conv2d_act._conv_gemm_kernel, "fp32", dict(gemm, KH=1, KW=1, POOL=True, DOT=1)),
+        "conv_gemm-fp64": (conv2d_act._conv_gemm_kernel, "fp64", dict(gemm, DOT=3, F64=True)),
+        "conv_dw-fp16": (conv2d_act._conv_dw_kernel, "fp16",
+                         dict(KH=3, KW=3, HAS_BIAS=True, HAS_RES=True, ACT=2, F64=False)),
+        "dw_pw-bf16": (dwsep_conv2d._dw_pw_kernel, "bf16", dict(fused, DOT=0)),
+        "dw_pw-fp32-noexpand": (dwsep_conv2d._dw_pw_kernel, "fp32", dict(fused, HAS_EXPAND=False, HAS_BE=False,
+                                                                                DOT=1)),
+    }
+
+
+CASES = ["add_relu-bf16", "conv_gemm-fp16", "conv_gemm-fp32-pool", "conv_gemm-fp64", "conv_dw-fp16", "dw_pw-bf16",
+         "dw_pw-fp32-noexpand"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_compiles_for_sm90(case):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    autotuned, dtype, constexprs = _kernels()[case]
+    config = autotuned.configs[0]
+    consts = dict(constexprs, **config.kwargs)
+    fn = autotuned.fn
+    signature = {name: "constexpr" if name in consts else PTR_TYPES[dtype] if name in POINTERS else "i32"
+                 for name in fn.arg_names}
+    compiled = triton.compile(ASTSource(fn, signature, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+    assert compiled.asm.get("cubin")
