@@ -38,12 +38,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from cnnkernels.models import LeNet5, get_model
-from cnnkernels.nn import FusedSequential
+from cnnkernels.models import get_model, lenet5
 from cnnkernels.train.data import digits, digits_augmentation
 from cnnkernels.train.loop import evaluate, fit, load_checkpoint, read_checkpoint
 
-__all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm", "LeNet5BN", "build_model",
+__all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm", "build_model",
            "MODEL_CHOICES", "main"]
 
 
@@ -231,33 +230,17 @@ def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
     return _replace_modules(model, fn)
 
 
-class LeNet5BN(LeNet5):
-    """LeNet-5 with a BatchNorm2d after each convolution (C1, C3, C5; convolutions without bias), the variant the
-    multi-process demo uses to exercise synchronised BatchNorm. Eval mode folds each conv+BN+ReLU into one fused op
-    (cnnkernels.nn.FusedSequential), as optimize() does."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        self.features = FusedSequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-            nn.AvgPool2d(kernel_size=2, stride=2),
-            nn.Conv2d(6, 16, kernel_size=5, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AvgPool2d(kernel_size=2, stride=2),
-            nn.AdaptiveAvgPool2d((5, 5)),
-            nn.Conv2d(16, 120, kernel_size=5, bias=False), nn.BatchNorm2d(120), nn.ReLU(),
-        )
-
-
 MODEL_CHOICES = ("lenet5", "lenet5_bn", "resnet18")
 
 
 def build_model(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """A randomly initialised model for the digits demo: "lenet5" (cnnkernels.models.lenet5), "lenet5_bn" (LeNet5BN)
-    or "resnet18" (cnnkernels.models.resnet18; heavy for a CPU)."""
+    """A randomly initialised model for the digits demo: "lenet5" (cnnkernels.models.lenet5), "lenet5_bn" (the same
+    with a BatchNorm after each convolution, to exercise synchronised BatchNorm) or "resnet18"
+    (cnnkernels.models.resnet18; heavy for a CPU)."""
     if name not in MODEL_CHOICES:
         raise ValueError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {name!r}")
     if name == "lenet5_bn":
-        return LeNet5BN(num_classes=num_classes, in_channels=in_channels)
+        return lenet5(num_classes=num_classes, in_channels=in_channels, norm_layer=nn.BatchNorm2d)
     return get_model(name, num_classes=num_classes, in_channels=in_channels)
 
 

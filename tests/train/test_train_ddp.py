@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import cnnkernels
-from cnnkernels.train.distributed import (CPUSyncBatchNorm, LeNet5BN, build_model, convert_sync_batchnorm, main,
+from cnnkernels.models import lenet5
+from cnnkernels.train.distributed import (CPUSyncBatchNorm, build_model, convert_sync_batchnorm, main,
                                           revert_sync_batchnorm)
 from cnnkernels.train.loop import read_checkpoint
 
@@ -68,10 +69,10 @@ def _check_syncbn(rank: int, bn_cls, shape, split, momentum) -> None:
 
 
 def _check_ddp_step(rank: int) -> None:
-    """One SGD step of LeNet5BN under DDP with synchronised BN on half of a batch each == one step of the plain model
+    """One SGD step of LeNet-5 with BatchNorm under DDP with synchronised BN on half of a batch each == one step of the plain model
     on the whole batch."""
     torch.manual_seed(0)
-    plain = LeNet5BN()
+    plain = lenet5(norm_layer=nn.BatchNorm2d)
     model = convert_sync_batchnorm(copy.deepcopy(plain))
     ddp = nn.parallel.DistributedDataParallel(model)
     g = torch.Generator().manual_seed(3)
@@ -114,7 +115,7 @@ def test_cpu_sync_batchnorm_single_process_is_batchnorm():
 
 def test_convert_and_revert_keep_state_and_fold():
     torch.manual_seed(0)
-    model = LeNet5BN()
+    model = lenet5(norm_layer=nn.BatchNorm2d)
     keys = list(model.state_dict())
     bn_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     conv = convert_sync_batchnorm(model)
@@ -129,7 +130,7 @@ def test_convert_and_revert_keep_state_and_fold():
         nn.functional.cross_entropy(model(torch.rand(6, 1, 32, 32)), torch.arange(6)).backward()
         opt.step()
         opt.zero_grad()
-    plain = LeNet5BN()
+    plain = lenet5(norm_layer=nn.BatchNorm2d)
     plain.load_state_dict(model.state_dict())  # strict: a checkpoint of the converted model loads into the plain one
     back = revert_sync_batchnorm(model)
     assert sum(type(m) is nn.BatchNorm2d for m in back.modules()) == 3
@@ -197,7 +198,7 @@ def test_torchrun_checkpoint_and_exact_resume(tmp_path):
     assert "2 processes (gloo)" in out and "epoch 2/3" in out and "epoch 3/3" not in out
     first = read_checkpoint(interrupted)
     assert first["epoch"] == 2 and first["extra"]["world_size"] == WORLD
-    LeNet5BN().load_state_dict(first["model"])  # strict: plain BatchNorm2d keys
+    lenet5(norm_layer=nn.BatchNorm2d).load_state_dict(first["model"])  # strict: plain BatchNorm2d keys
 
     out = _torchrun("--checkpoint", str(interrupted), "--resume")
     assert "resuming from epoch 2 of 3" in out
