@@ -1,5 +1,6 @@
 """The cnnkernels ops: each module holds one op's reference, fake kernel, autograd and Python wrapper."""
 
+from cnnkernels.ops import _flops  # noqa: F401  (registers the ops' MAC formulas with torch.utils.flop_counter)
 from cnnkernels.ops.add_relu import add_relu, add_relu_reference
 from cnnkernels.ops.conv2d_act import conv2d_act, conv2d_act_reference
 from cnnkernels.ops.dwsep_conv2d import dwsep_conv2d, dwsep_conv2d_reference
