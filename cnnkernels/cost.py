@@ -44,6 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkernels import models
+from cnnkernels._argtypes import nonnegative_int, positive_int
 from cnnkernels.ops._flops import register_flop_formulas
 
 __all__ = ["LayerCost", "ModelCost", "count", "dwsep_ratio", "main"]
@@ -401,35 +402,15 @@ def dwsep_ratio(out_channels: int, kernel_size: Union[int, Sequence[int]]) -> fl
 
 # ------------------------------------------------------------------------------------------------------- command
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m cnnkernels.cost", description=__doc__.splitlines()[0])
     ap.add_argument("model", metavar="MODEL", help=f"a model of cnnkernels.models: {', '.join(models.list_models())}"
                                                    f" (with --torchvision: a torchvision model name)")
-    ap.add_argument("--size", type=_positive_int, default=None,
+    ap.add_argument("--size", type=positive_int, default=None,
                     help="input height and width (default 224; 32 for lenet5)")
-    ap.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
+    ap.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     ap.add_argument("--torchvision", action="store_true", help="count torchvision's model of that name instead")
-    ap.add_argument("--depth", type=_nonnegative_int, default=None,
+    ap.add_argument("--depth", type=nonnegative_int, default=None,
                     help="sum the layers up to this module depth (1: the model's children)")
     ap.add_argument("--device", default="meta",
                     help="where to build and run the model (default meta: shapes only, nothing is computed)")

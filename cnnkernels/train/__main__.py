@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import cnnkernels
+from cnnkernels._argtypes import fraction, nonnegative_int, open_fraction, positive_float, positive_int
 from cnnkernels.models import lenet5
 from cnnkernels.nn import fusion
 from cnnkernels.train.data import digits, digits_augmentation
@@ -80,40 +81,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 # --- digits ---------------------------------------------------------------------------------------------------------
 
-def _number(convert: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> Callable[[str], float]:
-    """An argparse `type` that converts the text and checks the value, naming what it expected either way."""
-    def parse(text: str):
-        try:
-            v = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
-        return v
-    return parse
-
-
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
-_fraction = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-
-
 def _digits_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=_positive_int, default=40)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--lr", type=_positive_float, default=3e-3, help="Adam learning rate, cosine-annealed to 0")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
+    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate, cosine-annealed to 0")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the initial weights, shuffling and augmentation (the split is always seed 0)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotations (+-10 degrees) and shifts (+-10%%) of the training images")
-    p.add_argument("--workers", type=_nonnegative_int, default=0, help="DataLoader worker processes")
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
     # LeNet-5 on 32x32 batches is too small to gain from intra-op threads; on a busy machine they only contend.
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--out", default=None,
                    help="directory for checkpoint.pt (written every epoch) and metrics.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--expect-accuracy", type=_fraction, default=None,
+    p.add_argument("--expect-accuracy", type=fraction, default=None,
                    help="exit with status 1 when the test accuracy ends below this")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -204,16 +186,6 @@ register_command("digits", help="train LeNet-5 from scratch on the scikit-learn 
 HEAD_TOLERANCE = 1e-4
 
 
-def _open_fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {v}")
-    return v
-
-
 def _print_line(line: str) -> None:
     print(line, flush=True)
 
@@ -226,20 +198,20 @@ def _write_metrics(out: Optional[str], metrics: Dict[str, object]) -> None:
 
 
 def _transfer_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs-base", type=_positive_int, default=30, help="epochs of the base network on 0-4")
-    p.add_argument("--epochs-head", type=_positive_int, default=100,
+    p.add_argument("--epochs-base", type=positive_int, default=30, help="epochs of the base network on 0-4")
+    p.add_argument("--epochs-head", type=positive_int, default=100,
                    help="epochs of the new head (cached and end to end) and of the from-scratch network on 5-9")
-    p.add_argument("--train-fraction", type=_open_fraction, nargs="+", default=[1.0, 0.1], metavar="F",
+    p.add_argument("--train-fraction", type=open_fraction, nargs="+", default=[1.0, 0.1], metavar="F",
                    help="stratified fractions of the 5-9 training images to run with, one table row group each "
                         "(default: 1.0 0.1, all images and the small-data regime)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
+    p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the initial weights, shuffling, augmentation and training subsets")
-    p.add_argument("--lr", type=_positive_float, default=3e-3,
+    p.add_argument("--lr", type=positive_float, default=3e-3,
                    help="Adam learning rate of the base and from-scratch networks, cosine-annealed to 0")
-    p.add_argument("--head-lr", type=_positive_float, default=3e-2,
+    p.add_argument("--head-lr", type=positive_float, default=3e-2,
                    help="Adam learning rate of the new head, cosine-annealed to 0")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--out", default=None, help="directory for metrics.json and the feature caches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -272,12 +244,12 @@ register_command("transfer", help="transfer LeNet-5 from the digits 0-4 to 5-9: 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "note: " + MIRROR_NOTE
-    p.add_argument("--epochs", type=_positive_int, default=30, help="epochs of each of the two networks")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs of each of the two networks")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the first network (the second uses SEED + 1), shuffling and augmentation")
-    p.add_argument("--lr", type=_positive_float, default=3e-3, help="Adam learning rate, cosine-annealed to 0")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate, cosine-annealed to 0")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--out", default=None, help="directory for metrics.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
