@@ -13,7 +13,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch._prims_common import suggest_memory_format
 
-ACTIVATIONS = ("none", "relu", "relu6")
+from cnnkernels.ops._act import ACTIVATIONS, GATES
+
 # Upper bound of stride, padding and dilation (csrc/common/checks.h kMaxWindowParam): the CUDA and Triton kernels hold
 # them in 32 bits, and with them bounded no index computation in any kernel can overflow.
 MAX_WINDOW_PARAM = 2 ** 31 - 1
@@ -38,9 +39,13 @@ def _dtype(dt: torch.dtype) -> str:
     return _SCALAR_TYPE_NAMES.get(dt, str(dt))
 
 
+def _listing(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
 def parse_activation(op: str, arg: str, value: str) -> str:
     if value not in ACTIVATIONS:
-        raise ValueError(f"cnnkernels.{op}: {arg} must be one of 'none', 'relu', 'relu6', got '{value}'")
+        raise ValueError(f"cnnkernels.{op}: {arg} must be one of {_listing(ACTIVATIONS)}, got '{value}'")
     return value
 
 
@@ -296,3 +301,48 @@ def check_inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce
     c4 = check_pointwise(op, input, w4, "w4", C)
     check_bias(op, input, b4, c4, "b4", required=True)
     return N, c1 + c2 + c3 + c4, H, W
+
+
+def check_mbconv(input, expand_weight, expand_bias, dw_weight, dw_bias, se_reduce_weight, se_reduce_bias,
+                 se_expand_weight, se_expand_bias, project_weight, project_bias, stride, residual, activation,
+                 se_activation, se_gate):
+    """The output shape (N, C_out, H_out, W_out)."""
+    op = "mbconv"
+    check_input(op, input)
+    N, C, H, W = input.shape
+    if expand_weight is not None:
+        hidden = check_pointwise(op, input, expand_weight, "expand_weight", C)
+        check_bias(op, input, expand_bias, hidden, "expand_bias")
+    else:
+        if expand_bias is not None:
+            raise ValueError(f"cnnkernels.{op}: expand_bias must be None when expand_weight is None")
+        hidden = C
+    if stride not in (1, 2):
+        raise ValueError(f"cnnkernels.{op}: stride must be 1 or 2, got {stride}")
+    check_like(op, input, dw_weight, "dw_weight")
+    if dw_weight.dim() != 4 or dw_weight.shape[0] != hidden or dw_weight.shape[1] != 1 \
+            or dw_weight.shape[2] != dw_weight.shape[3] or dw_weight.shape[2] not in (3, 5):
+        raise ValueError(f"cnnkernels.{op}: dw_weight must have shape [{hidden}, 1, k, k] with k 3 or 5, got shape "
+                         f"{_shape(dw_weight)}")
+    check_bias(op, input, dw_bias, hidden, "dw_bias", required=True)
+    se = (se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias)
+    if any(t is not None for t in se):
+        names = ("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias")
+        missing = [n for n, t in zip(names, se) if t is None]
+        if missing:
+            raise ValueError(f"cnnkernels.{op}: the squeeze-and-excitation tensors come all four or none, got None "
+                             f"for {', '.join(missing)}")
+        squeeze = check_pointwise(op, input, se_reduce_weight, "se_reduce_weight", hidden)
+        check_bias(op, input, se_reduce_bias, squeeze, "se_reduce_bias")
+        check_shape(op, input, se_expand_weight, "se_expand_weight", (hidden, squeeze, 1, 1))
+        check_bias(op, input, se_expand_bias, hidden, "se_expand_bias")
+    Cout = check_pointwise(op, input, project_weight, "project_weight", hidden)
+    check_bias(op, input, project_bias, Cout, "project_bias", required=True)
+    if residual and (stride != 1 or Cout != C):
+        raise ValueError(f"cnnkernels.{op}: residual=True needs stride 1 and as many output as input channels, got "
+                         f"stride {stride}, {C} -> {Cout} channels")
+    parse_activation(op, "activation", activation)
+    parse_activation(op, "se_activation", se_activation)
+    if se_gate not in GATES:
+        raise ValueError(f"cnnkernels.{op}: se_gate must be one of {_listing(GATES)}, got '{se_gate}'")
+    return N, Cout, (H - 1) // stride + 1, (W - 1) // stride + 1

@@ -74,6 +74,20 @@ def inverted_residual_macs(input: Shape, expand_weight: Optional[Shape], expand_
     return expand + _conv_macs(n, hw, dw_weight) + _conv_macs(n, hw, project_weight)
 
 
+def mbconv_macs(input: Shape, expand_weight: Optional[Shape], expand_bias: Optional[Shape], dw_weight: Shape,
+                dw_bias: Shape, se_reduce_weight: Optional[Shape], se_reduce_bias: Optional[Shape],
+                se_expand_weight: Optional[Shape], se_expand_bias: Optional[Shape], project_weight: Shape,
+                project_bias: Shape, stride: int, residual: bool, activation: str, se_activation: str,
+                se_gate: str) -> int:
+    macs = inverted_residual_macs(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
+                                  stride, residual, activation)
+    # The SE stage's two 1x1 convs run on the pooled 1x1 map (torchvision's _ops counts them the same way); the
+    # pooling and the channel scaling are not multiply-accumulates of a conv.
+    if se_reduce_weight is not None:
+        macs += _conv_macs(input[0], [1, 1], se_reduce_weight) + _conv_macs(input[0], [1, 1], se_expand_weight)
+    return macs
+
+
 def inception_block_macs(input: Shape, w1: Shape, b1: Shape, w2_reduce: Shape, b2_reduce: Shape, w2: Shape,
                          b2: Shape, w3_reduce: Shape, b3_reduce: Shape, w3: Shape, b3: Shape, w4: Shape,
                          b4: Shape) -> int:
@@ -88,6 +102,7 @@ MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "dwsep_conv2d": dwsep_conv2d_macs,
     "inverted_residual": inverted_residual_macs,
     "inception_block": inception_block_macs,
+    "mbconv": mbconv_macs,
 }
 
 

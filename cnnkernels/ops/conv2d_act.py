@@ -44,14 +44,19 @@ def _fake(input, weight, bias, residual, stride, padding, dilation, groups, acti
 
 def _setup_context(ctx, inputs, output):
     input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
-    ctx.save_for_backward(input, weight, output)
-    ctx.conf = (bias is not None, residual is not None, stride, padding, dilation, groups, activation)
+    ctx.save_for_backward(input, weight, bias, residual, output)
+    ctx.conf = (stride, padding, dilation, groups, activation)
 
 
 def _backward(ctx, grad):
-    input, weight, out = ctx.saved_tensors
-    has_bias, has_res, stride, padding, dilation, groups, activation = ctx.conf
-    g = activation_grad(grad, out, activation)
+    input, weight, bias, residual, out = ctx.saved_tensors
+    stride, padding, dilation, groups, activation = ctx.conf
+    has_bias, has_res = bias is not None, residual is not None
+
+    def pre():
+        return conv2d_act_reference(input, weight, bias, residual, stride, padding, dilation, groups, "none")
+
+    g = activation_grad(grad, out, activation, pre)
     gi, gw, gb = conv_backward(g, input, weight, has_bias, stride, padding, dilation, groups,
                                (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]))
     return gi, gw, gb, (g if has_res else None), None, None, None, None, None

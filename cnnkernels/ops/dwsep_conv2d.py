@@ -19,10 +19,13 @@ from cnnkernels.ops._register import register_op_hooks
 OP = "dwsep_conv2d"
 
 
+def _depthwise_linear(input, dw_weight, dw_bias, stride, padding, dilation):
+    return F.conv2d(input, dw_weight, dw_bias, tuple(stride), tuple(padding), tuple(dilation), input.shape[1])
+
+
 def _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation):
     """The first stage, dw_act(depthwise conv): the reference's building block, also recomputed in backward."""
-    y = F.conv2d(input, dw_weight, dw_bias, tuple(stride), tuple(padding), tuple(dilation), input.shape[1])
-    return apply_activation(y, dw_activation)
+    return apply_activation(_depthwise_linear(input, dw_weight, dw_bias, stride, padding, dilation), dw_activation)
 
 
 def dwsep_conv2d_reference(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
@@ -53,23 +56,24 @@ def _fake(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilati
 
 def _setup_context(ctx, inputs, output):
     input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation, pw_activation = inputs
-    ctx.save_for_backward(input, dw_weight, dw_bias, pw_weight, output)
-    ctx.conf = (pw_bias is not None, stride, padding, dilation, dw_activation, pw_activation)
+    ctx.save_for_backward(input, dw_weight, dw_bias, pw_weight, pw_bias, output)
+    ctx.conf = (stride, padding, dilation, dw_activation, pw_activation)
 
 
 def _backward(ctx, grad):
-    input, dw_weight, dw_bias, pw_weight, out = ctx.saved_tensors
-    has_pw_bias, stride, padding, dilation, dw_activation, pw_activation = ctx.conf
+    input, dw_weight, dw_bias, pw_weight, pw_bias, out = ctx.saved_tensors
+    stride, padding, dilation, dw_activation, pw_activation = ctx.conf
     need = ctx.needs_input_grad
     need_dw = need[0] or need[1] or need[2]
     # Recompute the depthwise stage (not saved: it is the large intermediate the fusion avoids writing).
-    h = _depthwise(input, dw_weight, dw_bias, stride, padding, dilation, dw_activation)
-    g = activation_grad(grad, out, pw_activation)
-    gh, gpw, gpb = conv_backward(g, h, pw_weight, has_pw_bias, [1, 1], [0, 0], [1, 1], 1,
+    z = _depthwise_linear(input, dw_weight, dw_bias, stride, padding, dilation)
+    h = apply_activation(z, dw_activation)
+    g = activation_grad(grad, out, pw_activation, lambda: F.conv2d(h, pw_weight, pw_bias))
+    gh, gpw, gpb = conv_backward(g, h, pw_weight, pw_bias is not None, [1, 1], [0, 0], [1, 1], 1,
                                  (need_dw, need[3], need[4]))
     gx = gdw = gdb = None
     if need_dw:
-        gh = activation_grad(gh, h, dw_activation)
+        gh = activation_grad(gh, h, dw_activation, lambda: z)
         gx, gdw, gdb = conv_backward(gh, input, dw_weight, dw_bias is not None, stride, padding, dilation,
                                      input.shape[1], (need[0], need[1], need[2]))
     return gx, gdw, gdb, gpw, gpb, None, None, None, None, None

@@ -75,16 +75,18 @@ def _backward(ctx, grad):
     need_e = need[0] or need[1] or need[2]          # gradient flowing into the expanded tensor
     need_d = need_e or need[3] or need[4]           # ... into the depthwise output
     # Recompute the two intermediates from the saved inputs (the fused kernel never stores them).
-    e = _expand(input, expand_weight, expand_bias, activation)
-    d = _depthwise(e, dw_weight, dw_bias, stride, activation)
+    ze = F.conv2d(input, expand_weight, expand_bias) if expand else None
+    e = apply_activation(ze, activation) if expand else input
+    zd = F.conv2d(e, dw_weight, dw_bias, stride, same_padding(dw_weight), 1, e.shape[1])
+    d = apply_activation(zd, activation)
     gd, gpw, gpb = conv_backward(grad, d, project_weight, True, [1, 1], [0, 0], [1, 1], 1, (need_d, need[5], need[6]))
     gx = gew = geb = gdw = gdb = None
     if need_d:
-        gd = activation_grad(gd, d, activation)
+        gd = activation_grad(gd, d, activation, lambda: zd)
         ge, gdw, gdb = conv_backward(gd, e, dw_weight, True, [stride, stride], same_padding(dw_weight), [1, 1],
                                      e.shape[1], (need_e, need[3], need[4]))
         if expand and need_e:
-            ge = activation_grad(ge, e, activation)
+            ge = activation_grad(ge, e, activation, lambda: ze)
             gx, gew, geb = conv_backward(ge, input, expand_weight, expand_bias is not None, [1, 1], [0, 0], [1, 1],
                                          1, (need[0], need[1], need[2]))
         elif need[0]:

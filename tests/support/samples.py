@@ -111,6 +111,14 @@ def _conv2d_act_specs() -> List[Spec]:
              conv(2, 8, 13, 17, 12, 3, 2, 2, 2, 4, True, False, "relu6", "tview"), _tags("opcheck")),
         Spec("n1-c3-1x1-k3-s1-pad1-nchw-res-relu6", conv(1, 3, 1, 1, 5, 3, 1, 1, 1, 1, False, True, "relu6", "nchw")),
         Spec("n2-c5-9x9-k5-s1-nopad-cl-bias-none", conv(2, 5, 9, 9, 7, 5, 1, 0, 1, 1, True, False, "none", "cl")),
+        Spec("n2-c3-9x11-k3-s2-cl-bias-silu", conv(2, 3, 9, 11, 17, 3, 2, 1, 1, 1, True, False, "silu", "cl"),
+             _tags("grad", "opcheck")),
+        Spec("n1-c24-7x7-k1-s1-slice-bias-res-hardswish",
+             conv(1, 24, 7, 7, 13, 1, 1, 0, 1, 1, True, True, "hardswish", "slice"), _tags("grad", "opcheck")),
+        Spec("n2-c16-9x9-k5-s2-depthwise-nchw-bias-silu",
+             conv(2, 16, 9, 9, 16, 5, 2, 2, 1, 16, True, False, "silu", "nchw")),
+        Spec("n1-c12-13x17-k3-s1-depthwise-tview-bias-hardswish",
+             conv(1, 12, 13, 17, 12, 3, 1, 1, 1, 12, True, False, "hardswish", "tview")),
     ]
 
 
@@ -136,6 +144,10 @@ def _dwsep_conv2d_specs() -> List[Spec]:
              dwsep(2, 5, 7, 7, 5, 2, 0, 1, True, 7, True, "none", "relu", "nchw")),
         Spec("n2-c5-5x6-k3-s2-cl-bias-relu6-relu",
              dwsep(2, 5, 5, 6, 3, 2, 1, 1, True, 7, True, "relu6", "relu", "cl"), _tags("grad")),
+        Spec("n2-c13-9x11-k3-s1-cl-bias-silu-hardswish",
+             dwsep(2, 13, 9, 11, 3, 1, 1, 1, True, 21, True, "silu", "hardswish", "cl"), _tags("grad", "opcheck")),
+        Spec("n1-c8-7x7-k5-s2-tview-bias-hardswish-silu",
+             dwsep(1, 8, 7, 7, 5, 2, 2, 1, True, 11, True, "hardswish", "silu", "tview")),
     ]
 
 
@@ -167,6 +179,10 @@ def _inverted_residual_specs() -> List[Spec]:
         Spec("n1-c24-13x17-x37-k5-s2-tview-relu6", block(1, 24, 13, 17, 37, True, 5, 2, 13, False, "relu6", "tview")),
         Spec("n2-c13-1x1-noexpand-k3-s2-nchw-relu", block(2, 13, 1, 1, None, False, 3, 2, 7, False, "relu", "nchw")),
         Spec("n2-c5-13x17-x15-k3-s1-tview-res-relu", block(2, 5, 13, 17, 15, True, 3, 1, 5, True, "relu", "tview")),
+        Spec("n1-c6-7x9-x20-k3-s1-cl-res-silu", block(1, 6, 7, 9, 20, True, 3, 1, 6, True, "silu", "cl"),
+             _tags("grad", "opcheck")),
+        Spec("n2-c8-9x9-x24-k5-s2-nchw-hardswish", block(2, 8, 9, 9, 24, True, 5, 2, 12, False, "hardswish", "nchw"),
+             _tags("grad")),
     ]
 
 
@@ -188,12 +204,54 @@ def _inception_block_specs() -> List[Spec]:
     ]
 
 
+def _mbconv_specs() -> List[Spec]:
+    def block(N, C, H, W, hidden, k, s, squeeze, Cout, residual, act, se_act, gate, layout):
+        """hidden=None: no expansion stage; squeeze=None: no squeeze-and-excitation stage."""
+        def build(m: Maker):
+            x = m.input(N, C, H, W, layout)
+            if hidden is None:
+                ew, eb, hid = None, None, C
+            else:
+                ew, eb, hid = m.weight(hidden, C), m.bias(hidden), hidden
+            if squeeze is None:
+                se = (None, None, None, None)
+            else:
+                se = (m.weight(squeeze, hid), m.bias(squeeze), m.weight(hid, squeeze), m.bias(hid))
+            return (x, ew, eb, m.weight(hid, 1, k), m.bias(hid), *se, m.weight(Cout, hid), m.bias(Cout), s, residual,
+                    act, se_act, gate)
+        return build
+
+    return [
+        # EfficientNet: SiLU everywhere, sigmoid gate
+        Spec("n2-c8-9x11-x32-k3-s1-se8-nchw-res-silu", block(2, 8, 9, 11, 32, 3, 1, 8, 8, True, "silu", "silu",
+                                                               "sigmoid", "nchw"), _tags("opcheck")),
+        Spec("n1-c6-7x7-x24-k5-s2-se4-cl-silu", block(1, 6, 7, 7, 24, 5, 2, 4, 10, False, "silu", "silu", "sigmoid",
+                                                      "cl"), _tags("grad", "opcheck")),
+        Spec("n2-c16-13x17-noexpand-k3-s1-se4-cl-silu", block(2, 16, 13, 17, None, 3, 1, 4, 8, False, "silu",
+                                                              "silu", "sigmoid", "cl"), _tags("opcheck")),
+        Spec("n1-c5-6x5-noexpand-k3-s1-se2-tview-res-silu", block(1, 5, 6, 5, None, 3, 1, 2, 5, True, "silu",
+                                                                  "silu", "sigmoid", "tview"), _tags("grad")),
+        # MobileNet v3: ReLU or hard-swish, SE reduce ReLU, hard-sigmoid gate; blocks without SE
+        Spec("n2-c13-13x17-x37-k5-s2-se9-slice-hardswish", block(2, 13, 13, 17, 37, 5, 2, 9, 17, False, "hardswish",
+                                                                 "relu", "hardsigmoid", "slice")),
+        Spec("n1-c7-7x9-x21-k3-s1-se5-nchw-res-relu", block(1, 7, 7, 9, 21, 3, 1, 5, 7, True, "relu", "relu",
+                                                             "hardsigmoid", "nchw"), _tags("grad", "opcheck")),
+        Spec("n2-c8-9x9-x20-k3-s2-nose-cl-hardswish", block(2, 8, 9, 9, 20, 3, 2, None, 12, False, "hardswish",
+                                                            "relu", "hardsigmoid", "cl"), _tags("grad")),
+        Spec("n1-c24-1x1-x72-k5-s1-se18-nchw-res-hardswish", block(1, 24, 1, 1, 72, 5, 1, 18, 24, True, "hardswish",
+                                                                    "relu", "hardsigmoid", "nchw")),
+        Spec("n2-c4-2x3-x12-k5-s2-se3-tview-relu6", block(2, 4, 2, 3, 12, 5, 2, 3, 6, False, "relu6", "none",
+                                                          "sigmoid", "tview")),
+    ]
+
+
 SPECS: Dict[str, List[Spec]] = {
     "add_relu": _add_relu_specs(),
     "conv2d_act": _conv2d_act_specs(),
     "dwsep_conv2d": _dwsep_conv2d_specs(),
     "inverted_residual": _inverted_residual_specs(),
     "inception_block": _inception_block_specs(),
+    "mbconv": _mbconv_specs(),
 }
 OPS = tuple(SPECS)
 

@@ -58,8 +58,21 @@ def inception_block_args(**overrides):
     return schema_args("inception_block", values)
 
 
+def mbconv_args(**overrides):
+    """Valid arguments (input [2, 4, 5, 5], expand to 12, 3x3 depthwise, SE 12 -> 3 -> 12, project back to 4,
+    residual), with `overrides` replaced."""
+    r = torch.randn
+    values = dict(input=r(2, 4, 5, 5), expand_weight=r(12, 4, 1, 1), expand_bias=r(12), dw_weight=r(12, 1, 3, 3),
+                  dw_bias=r(12), se_reduce_weight=r(3, 12, 1, 1), se_reduce_bias=r(3), se_expand_weight=r(12, 3, 1, 1),
+                  se_expand_bias=r(12), project_weight=r(4, 12, 1, 1), project_bias=r(4), stride=1, residual=True,
+                  activation="silu", se_activation="silu", se_gate="sigmoid")
+    values.update(overrides)
+    return schema_args("mbconv", values)
+
+
 VALID = {"add_relu": add_relu_args, "conv2d_act": conv2d_act_args, "dwsep_conv2d": dwsep_conv2d_args,
-         "inverted_residual": inverted_residual_args, "inception_block": inception_block_args}
+         "inverted_residual": inverted_residual_args, "inception_block": inception_block_args,
+         "mbconv": mbconv_args}
 
 
 def call_args(op_name, **overrides):
