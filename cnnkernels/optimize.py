@@ -1,9 +1,10 @@
 """cnnkernels.optimize(model): turns a trained model into an inference model that runs the fused ops.
 
 1. Blocks it knows are replaced by the cnnkernels.nn module with the same attributes (sharing their submodules):
-   torchvision BasicBlock / Bottleneck / ResNet (for its conv1-bn1-relu stem), MobileNetV2 InvertedResidual, GoogLeNet
-   Inception and BasicConv2d, Conv2dNormActivation -> ConvBNAct, and plain nn.Sequentials holding a
-   Conv2d [+ BatchNorm] [+ ReLU/ReLU6] run -> FusedSequential (same children, same indices), nn.Linear ->
+   torchvision BasicBlock / Bottleneck / ResNet (for its conv1-bn1-relu stem), MobileNetV2 InvertedResidual,
+   EfficientNet MBConv and MobileNetV3 InvertedResidual (-> MBConv), GoogLeNet Inception and BasicConv2d,
+   Conv2dNormActivation -> ConvBNAct, and plain nn.Sequentials holding a Conv2d [+ BatchNorm]
+   [+ ReLU/ReLU6/SiLU/Hardswish] run -> FusedSequential (same children, same indices), nn.Linear ->
    cnnkernels.nn.Linear (a 1x1 conv2d_act over the batch). A replacement that
    could not fuse anything (GroupNorm, unusual activations, ...) is undone. cnnkernels modules stay as they are.
    Every other module is left untouched (its children are still visited).
@@ -38,6 +39,8 @@ _TORCHVISION_EQUIVALENTS = (
     ("torchvision.models.resnet", "Bottleneck", cnn.Bottleneck),
     ("torchvision.models.resnet", "ResNet", ResNet),
     ("torchvision.models.mobilenetv2", "InvertedResidual", cnn.InvertedResidual),
+    ("torchvision.models.mobilenetv3", "InvertedResidual", cnn.MBConv),
+    ("torchvision.models.efficientnet", "MBConv", cnn.MBConv),
     ("torchvision.models.googlenet", "Inception", cnn.InceptionBlock),
     ("torchvision.models.googlenet", "BasicConv2d", cnn.BasicConv2d),
     ("torchvision.ops.misc", "Conv2dNormActivation", cnn.ConvBNAct),

@@ -30,8 +30,8 @@ from torch import nn
 
 from cnnkernels._optional import is_instance_of
 
-__all__ = ["fold_conv_bn", "activation_name", "is_foldable_norm", "conv_unit", "ConvUnit", "FoldCacheMixin",
-           "count_folds", "conv_is_fusable", "refresh_folds", "fusion", "fusion_enabled"]
+__all__ = ["fold_conv_bn", "activation_name", "gate_name", "is_foldable_norm", "conv_unit", "ConvUnit",
+           "FoldCacheMixin", "count_folds", "conv_is_fusable", "refresh_folds", "fusion", "fusion_enabled"]
 
 
 _FUSION = {"enabled": True}
@@ -87,6 +87,19 @@ def activation_name(act: Optional[nn.Module]) -> Optional[str]:
         return "relu6"
     if type(act) is nn.Hardtanh and act.min_val == 0.0 and act.max_val == 6.0:
         return "relu6"
+    if type(act) is nn.SiLU:
+        return "silu"
+    if type(act) is nn.Hardswish:
+        return "hardswish"
+    return None
+
+
+def gate_name(gate: Optional[nn.Module]) -> Optional[str]:
+    """mbconv's squeeze-and-excitation gate string for a module (nn.Sigmoid, nn.Hardsigmoid), else None."""
+    if type(gate) is nn.Sigmoid:
+        return "sigmoid"
+    if type(gate) is nn.Hardsigmoid:
+        return "hardsigmoid"
     return None
 
 

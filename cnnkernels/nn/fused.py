@@ -1,4 +1,4 @@
-"""The building blocks every model family uses: FusedSequential (runs of Conv2d [BatchNorm] [ReLU/ReLU6] as one
+"""The building blocks every model family uses: FusedSequential (runs of Conv2d [BatchNorm] [activation] as one
 conv2d_act), ConvBNAct (torchvision's Conv2dNormActivation), AddReLU and Linear, and the helpers the family modules
 share.
 
@@ -7,7 +7,8 @@ statistics, the same autograd graph and the same results as the torch.nn / torch
 calls the fused ops with BatchNorm folded into the convolutions (cached, see cnnkernels/nn/_fold.py), through the same
 wrappers as cnnkernels.<op>(), so cnnkernels.use_backend() and CNNKERNELS_CUDA_BACKEND choose their CUDA backend too.
 When a module holds something the ops cannot run (GroupNorm, a BatchNorm without running statistics, an activation
-other than ReLU/ReLU6, a conv with padding_mode="reflect", ...) its eval mode runs the plain submodules instead.
+activation_name does not know, a conv with padding_mode="reflect", ...) its eval mode runs the plain submodules
+instead.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def is_same_odd(conv: nn.Conv2d) -> bool:
 
 
 class FusedSequential(FoldCacheMixin, nn.Sequential):
-    """An nn.Sequential whose eval mode runs every `Conv2d [BatchNorm2d] [ReLU|ReLU6]` run of children as one
-    conv2d_act with the BatchNorm folded. Children and their indices are unchanged (same state_dict as
+    """An nn.Sequential whose eval mode runs every `Conv2d [BatchNorm2d] [ReLU|ReLU6|SiLU|Hardswish]` run of children
+    as one conv2d_act with the BatchNorm folded. Children and their indices are unchanged (same state_dict as
     nn.Sequential); other children run as they are. Training mode is nn.Sequential.forward."""
 
     def describe_fusion(self):
@@ -78,7 +79,7 @@ class FusedSequential(FoldCacheMixin, nn.Sequential):
                     norm = mods[j]
                     j += 1
                 act = "none"
-                if j < len(mods) and activation_name(mods[j]) in ("relu", "relu6"):
+                if j < len(mods) and activation_name(mods[j]) not in (None, "none"):
                     act = activation_name(mods[j])
                     j += 1
                 if is_foldable_norm(norm) and (type(norm) is not nn.Identity and norm is not None or act != "none"):
@@ -104,8 +105,8 @@ class FusedSequential(FoldCacheMixin, nn.Sequential):
 
 class ConvBNAct(FusedSequential):
     """Conv2d -> norm -> activation with the constructor and state_dict of torchvision's Conv2dNormActivation
-    (children 0, 1, 2); eval mode is one conv2d_act with the norm folded. activation_layer: nn.ReLU / nn.ReLU6 are
-    fused, anything else is applied after the fused conv+norm, None for none."""
+    (children 0, 1, 2); eval mode is one conv2d_act with the norm folded. activation_layer: nn.ReLU, nn.ReLU6, nn.SiLU
+    and nn.Hardswish are fused, anything else is applied after the fused conv+norm, None for none."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOr2 = 3, stride: IntOr2 = 1,
                  padding: Optional[IntOr2] = None, groups: int = 1,

@@ -107,7 +107,7 @@ class InvertedResidual(FoldCacheMixin, nn.Module):
         if not (dc.groups == hidden and dc.out_channels == hidden and is_same_odd(dc) and s[0] == s[1]):
             return None
         act = du.act
-        if act not in ("relu", "relu6") or (eu is not None and eu.act != act):
+        if eu is not None and eu.act != act:
             return None
         if self.use_res_connect and (s[0] != 1 or proj.out_channels != (eu.conv.in_channels if eu else hidden)):
             return None

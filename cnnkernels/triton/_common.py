@@ -11,13 +11,22 @@ import triton
 import triton.language as tl
 
 from cnnkernels._library import SCHEMAS
+from cnnkernels.ops._act import ACTIVATIONS, GATES
 from cnnkernels.ops._register import apply_op_hooks, op_hooks
 
 # Whether this process runs Triton kernels in the interpreter. `triton.jit` makes that choice when a kernel is
 # decorated (at import of these modules), from TRITON_INTERPRET; record the value seen then, not the current one.
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-ACTIVATION_CODES: Dict[str, int] = {"none": 0, "relu": 1, "relu6": 2}
+# The constexpr codes `activate` and `gate` branch on: the position in the ops' own lists (the validation has already
+# rejected any other name).
+ACTIVATION_CODES: Dict[str, int] = {name: code for code, name in enumerate(ACTIVATIONS)}
+GATE_CODES: Dict[str, int] = {name: code for code, name in enumerate(GATES)}
+_RELU = tl.constexpr(ACTIVATION_CODES["relu"])
+_RELU6 = tl.constexpr(ACTIVATION_CODES["relu6"])
+_SILU = tl.constexpr(ACTIVATION_CODES["silu"])
+_HARDSWISH = tl.constexpr(ACTIVATION_CODES["hardswish"])
+_SIGMOID = tl.constexpr(GATE_CODES["sigmoid"])
 
 # Dot modes (constexpr DOT in the kernels): how a tile product is computed. The accumulator is always fp32 (fp64 for
 # fp64 inputs).
@@ -85,13 +94,38 @@ def acc_zeros(BM: tl.constexpr, BN: tl.constexpr, F64: tl.constexpr):
 
 
 @triton.jit
+def _relu6(x):
+    # compare-and-select rather than min/max, so that NaN passes through as in torch
+    return tl.where(x < 0, 0.0, tl.where(x > 6, 6.0, x))
+
+
+@triton.jit
+def _sigmoid(x):
+    # written out (not tl.sigmoid) so that fp64 inputs stay in fp64
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
 def activate(x, ACT: tl.constexpr):
-    """none / relu / relu6, NaN passing through as in torch."""
-    if ACT == 1:
+    """ACTIVATIONS[ACT] of x (already widened by `up`), NaN passing through as in torch."""
+    if ACT == _RELU:
         x = tl.where(x < 0, 0.0, x)
-    elif ACT == 2:
-        x = tl.where(x < 0, 0.0, tl.where(x > 6, 6.0, x))
+    elif ACT == _RELU6:
+        x = _relu6(x)
+    elif ACT == _SILU:
+        x = x * _sigmoid(x)
+    elif ACT == _HARDSWISH:
+        x = x * _relu6(x + 3.0) / 6.0
     return x
+
+
+@triton.jit
+def gate(x, GATE: tl.constexpr):
+    """GATES[GATE] of x (already widened by `up`): sigmoid, or hardsigmoid = relu6(x + 3) / 6."""
+    if GATE == _SIGMOID:
+        return _sigmoid(x)
+    else:
+        return _relu6(x + 3.0) / 6.0
 
 
 @triton.jit

@@ -7,7 +7,8 @@ Two kernels:
   NHWC (channels_last) input makes the channel tiles contiguous; NCHW works too (every tensor is addressed through its
   strides, so no layout copies are made). It also serves inception_block: it can write into / read from a channel
   slice of a wider tensor (Y_C0 / X_C0), and with POOL it max-pools the input 3x3/s1/p1 while gathering it (the pool
-  branch's maxpool fused into its 1x1 conv).
+  branch's maxpool fused into its 1x1 conv). With HAS_GATE it scales each input channel of each image by G[n, c] as it
+  loads the input: mbconv's projection, applying the squeeze-and-excitation gate on the fly.
 - `_conv_dw_kernel` for depthwise convs (groups == C_in, one input channel per group), where a GEMM would be 1 deep:
   a direct conv over [pixels x channels] tiles, the filters as vectors.
 """
@@ -74,15 +75,16 @@ def conv_epilogue(acc, n, ho, wo, m_mask, co, n_mask, B, R, Y, Y_C0, srn, src, s
 @triton.autotune(configs=autotune_configs(_GEMM_CONFIGS), key=["M", "CIN_G", "COUT_G", "KH", "KW"])
 @triton.jit
 def _conv_gemm_kernel(
-        X, Wt, B, R, Y,
+        X, Wt, B, R, Y, G,
         M, H, W, Ho, Wo, CIN_G, COUT_G, X_C0, Y_C0,
         sxn, sxc, sxh, sxw,
         swo, swi, swh, sww,
         srn, src, srh, srw,
         syn, syc, syh, syw,
+        sgn,
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
         KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
-        POOL: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr,
+        POOL: tl.constexpr, HAS_GATE: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     g = tl.program_id(2)
     n, ho, wo, m_mask = pixel_coords(tl.program_id(0), M, Ho, Wo, BLOCK_M)
@@ -118,6 +120,10 @@ def _conv_gemm_kernel(
                     a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0)
                 else:
                     a = tl.load(x_pix[:, None] + c_off, mask=pix_ok[:, None] & k_mask[None, :], other=0.0)
+                if HAS_GATE:
+                    scale = tl.load(G + (n * sgn)[:, None] + (c_first + ci)[None, :],
+                                    mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+                    a = up(a, F64) * up(scale, F64)
                 b = tl.load(w_co[None, :] + (ci * swi + kh * swh + kw * sww)[:, None],
                             mask=k_mask[:, None] & n_mask[None, :], other=0.0)
                 acc = mma(a, b, acc, Y, DOT)
@@ -174,10 +180,11 @@ def _strides(t: Optional[torch.Tensor]):
 
 def conv_into(out: torch.Tensor, out_c0: int, input: torch.Tensor, in_c0: int, cin: int, weight: torch.Tensor,
               bias: Optional[torch.Tensor], residual: Optional[torch.Tensor], stride, padding, dilation, groups: int,
-              activation: str, pool: bool = False) -> None:
+              activation: str, pool: bool = False, gate: Optional[torch.Tensor] = None) -> None:
     """Launches the conv of input[:, in_c0:in_c0+cin] into out[:, out_c0:out_c0+Cout] (both addressed through their
     strides, no copies): act(conv2d(x, weight, bias, ...) + residual), or with `pool` a 1x1 conv of
-    max_pool2d(x, 3, 1, 1). The shapes must have been validated."""
+    max_pool2d(x, 3, 1, 1), or with `gate` (contiguous [N, channels of input]) the conv of x * gate[:, :, None, None].
+    The shapes must have been validated."""
     N, _, H, W = input.shape
     cout, cin_g, kh, kw = weight.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -188,7 +195,7 @@ def conv_into(out: torch.Tensor, out_c0: int, input: torch.Tensor, in_c0: int, c
     common = dict(HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=ACTIVATION_CODES[activation],
                   F64=input.dtype == torch.float64)
     geom = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
-    if groups == cin and cin_g == 1 and groups > 1 and not pool and in_c0 == 0 and out_c0 == 0:
+    if groups == cin and cin_g == 1 and groups > 1 and not pool and gate is None and in_c0 == 0 and out_c0 == 0:
         mult = cout // groups
 
         def grid(meta):
@@ -207,9 +214,11 @@ def conv_into(out: torch.Tensor, out_c0: int, input: torch.Tensor, in_c0: int, c
 
     wrap_triton(_conv_gemm_kernel)[grid](
         input, weight, bias if bias is not None else dummy, residual if residual is not None else dummy, out,
+        gate if gate is not None else dummy,
         M, H, W, Ho, Wo, cin_g, cout_g, in_c0, out_c0,
-        *input.stride(), *weight.stride(), *_strides(residual), *out.stride(), *geom,
-        KH=kh, KW=kw, POOL=pool, DOT=dot_mode(input.dtype), **common)
+        *input.stride(), *weight.stride(), *_strides(residual), *out.stride(),
+        gate.stride(0) if gate is not None else 0, *geom,
+        KH=kh, KW=kw, POOL=pool, HAS_GATE=gate is not None, DOT=dot_mode(input.dtype), **common)
 
 
 @triton_op("cnnkernels::conv2d_act_triton", mutates_args=(), schema=schema(OP))

@@ -33,6 +33,50 @@ _CONFIGS = [
 ]
 
 
+@triton.jit
+def dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WE, BE, WD, BD, Y, H, W, C,
+                sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w,
+                stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                KH: tl.constexpr, KW: tl.constexpr, HAS_EXPAND: tl.constexpr, HAS_BE: tl.constexpr,
+                HAS_BD: tl.constexpr, EXP_ACT: tl.constexpr, DW_ACT: tl.constexpr, DOT: tl.constexpr,
+                F64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The [pixels x BLOCK_H] tile D = DW_ACT(depthwise_KHxKW(E)[hh] + BD[hh]) of the image at x_img, rounded to Y's
+    element type as the unfused op would store it, where E = EXP_ACT(WE @ X + BE) with HAS_EXPAND, else X. Channels
+    past the mask hold act(0) = 0; rows past m_mask hold garbage."""
+    if HAS_EXPAND:
+        offs_c = tl.arange(0, BLOCK_C)
+        d = acc_zeros(BLOCK_M, BLOCK_H, F64)
+        for kh in tl.static_range(KH):
+            hi = ho * stride_h - pad_h + kh * dil_h
+            for kw in tl.static_range(KW):
+                wi = wo * stride_w - pad_w + kw * dil_w
+                pix_ok = m_mask & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+                x_pix = (x_img + hi * sxh + wi * sxw)[:, None]
+                # the expanded activations at this tap's input pixels: [pixels x BLOCK_H] by a GEMM over C
+                e = acc_zeros(BLOCK_M, BLOCK_H, F64)
+                for c0 in range(0, C, BLOCK_C):
+                    cc = c0 + offs_c
+                    c_mask = cc < C
+                    xa = tl.load(x_pix + (cc.to(tl.int64) * sxc)[None, :],
+                                 mask=pix_ok[:, None] & c_mask[None, :], other=0.0)
+                    we = tl.load(WE + (hh * swe_o)[None, :] + (cc * swe_i)[:, None],
+                                 mask=c_mask[:, None] & h_mask[None, :], other=0.0)
+                    e = mma(xa, we, e, Y, DOT)
+                if HAS_BE:
+                    e += up(tl.load(BE + hh, mask=h_mask, other=0.0), F64)[None, :]
+                e = round_to(activate(e, EXP_ACT), Y, F64)
+                # the depthwise conv pads the expanded map with zeros
+                e = tl.where(pix_ok[:, None], e, 0.0)
+                wd = up(tl.load(WD + hh * swd_c + kh * swd_h + kw * swd_w, mask=h_mask, other=0.0), F64)
+                d += e * wd[None, :]
+    else:
+        d = depthwise_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, hh * swd_c, swd_h, swd_w, H, W, sxc, sxh, sxw,
+                           stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, KH, KW, F64, BLOCK_M, BLOCK_H)
+    if HAS_BD:
+        d += up(tl.load(BD + hh, mask=h_mask, other=0.0), F64)[None, :]
+    return round_to(activate(d, DW_ACT), Y, F64)
+
+
 @triton.autotune(configs=autotune_configs(_CONFIGS), key=["M", "C", "HID", "COUT", "KH", "KW"])
 @triton.jit
 def _dw_pw_kernel(
@@ -49,50 +93,22 @@ def _dw_pw_kernel(
         HAS_RES: tl.constexpr, EXP_ACT: tl.constexpr, DW_ACT: tl.constexpr, PW_ACT: tl.constexpr,
         DOT: tl.constexpr, F64: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Y[n, co, ho, wo] = PW_ACT(sum_h WP[co, h] * D[h] + BP[co]) (+ X[n, co, ho, wo] with HAS_RES), where
-    D = DW_ACT(depthwise_KHxKW(E)[h] + BD[h]) and E = EXP_ACT(WE @ X + BE) with HAS_EXPAND, else X (HID == C)."""
+    """Y[n, co, ho, wo] = PW_ACT(sum_h WP[co, h] * D[h] + BP[co]) (+ X[n, co, ho, wo] with HAS_RES), D as in
+    `dw_act_tile`."""
     n, ho, wo, m_mask = pixel_coords(tl.program_id(0), M, Ho, Wo, BLOCK_M)
     co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = co < COUT
     x_img = X + n * sxn
     offs_h = tl.arange(0, BLOCK_H)
-    offs_c = tl.arange(0, BLOCK_C)
     acc = acc_zeros(BLOCK_M, BLOCK_N, F64)
     for h0 in range(0, HID, BLOCK_H):
         hh = h0 + offs_h
         h_mask = hh < HID
-        if HAS_EXPAND:
-            d = acc_zeros(BLOCK_M, BLOCK_H, F64)
-            for kh in tl.static_range(KH):
-                hi = ho * stride_h - pad_h + kh * dil_h
-                for kw in tl.static_range(KW):
-                    wi = wo * stride_w - pad_w + kw * dil_w
-                    pix_ok = m_mask & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-                    x_pix = (x_img + hi * sxh + wi * sxw)[:, None]
-                    # the expanded activations at this tap's input pixels: [pixels x BLOCK_H] by a GEMM over C
-                    e = acc_zeros(BLOCK_M, BLOCK_H, F64)
-                    for c0 in range(0, C, BLOCK_C):
-                        cc = c0 + offs_c
-                        c_mask = cc < C
-                        xa = tl.load(x_pix + (cc.to(tl.int64) * sxc)[None, :],
-                                     mask=pix_ok[:, None] & c_mask[None, :], other=0.0)
-                        we = tl.load(WE + (hh * swe_o)[None, :] + (cc * swe_i)[:, None],
-                                     mask=c_mask[:, None] & h_mask[None, :], other=0.0)
-                        e = mma(xa, we, e, Y, DOT)
-                    if HAS_BE:
-                        e += up(tl.load(BE + hh, mask=h_mask, other=0.0), F64)[None, :]
-                    e = round_to(activate(e, EXP_ACT), Y, F64)
-                    # the depthwise conv pads the expanded map with zeros
-                    e = tl.where(pix_ok[:, None], e, 0.0)
-                    wd = up(tl.load(WD + hh * swd_c + kh * swd_h + kw * swd_w, mask=h_mask, other=0.0), F64)
-                    d += e * wd[None, :]
-        else:
-            d = depthwise_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, hh * swd_c, swd_h, swd_w, H, W, sxc, sxh, sxw,
-                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, KH, KW, F64, BLOCK_M, BLOCK_H)
-        if HAS_BD:
-            d += up(tl.load(BD + hh, mask=h_mask, other=0.0), F64)[None, :]
+        d = dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WE, BE, WD, BD, Y, H, W, C,
+                        sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w,
+                        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                        KH, KW, HAS_EXPAND, HAS_BE, HAS_BD, EXP_ACT, DW_ACT, DOT, F64, BLOCK_M, BLOCK_H, BLOCK_C)
         # channels past HID hold act(0) = 0 and meet zero pointwise weights
-        d = round_to(activate(d, DW_ACT), Y, F64)
         wp = tl.load(WP + (co * swp_o)[None, :] + (hh * swp_i)[:, None], mask=h_mask[:, None] & n_mask[None, :],
                      other=0.0)
         acc = mma(d, wp, acc, Y, DOT)

@@ -12,7 +12,17 @@ Activation parse_activation(const char* op, const char* arg, std::string_view va
   if (value == "none") return Activation::None;
   if (value == "relu") return Activation::ReLU;
   if (value == "relu6") return Activation::ReLU6;
-  TORCH_CHECK_VALUE(false, "cnnkernels.", op, ": ", arg, " must be one of 'none', 'relu', 'relu6', got '", value, "'");
+  if (value == "silu") return Activation::SiLU;
+  if (value == "hardswish") return Activation::HardSwish;
+  TORCH_CHECK_VALUE(false, "cnnkernels.", op, ": ", arg,
+                    " must be one of 'none', 'relu', 'relu6', 'silu', 'hardswish', got '", value, "'");
+}
+
+Gate parse_gate(const char* op, const char* arg, std::string_view value) {
+  if (value == "sigmoid") return Gate::Sigmoid;
+  if (value == "hardsigmoid") return Gate::HardSigmoid;
+  TORCH_CHECK_VALUE(false, "cnnkernels.", op, ": ", arg, " must be one of 'sigmoid', 'hardsigmoid', got '", value,
+                    "'");
 }
 
 // None passed for a Tensor argument reaches the kernels as an undefined tensor.

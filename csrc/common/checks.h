@@ -7,10 +7,15 @@
 
 namespace cnnkernels {
 
-enum class Activation : int { None = 0, ReLU = 1, ReLU6 = 2 };
+// The op activations (cnnkernels/ops/_act.py ACTIVATIONS). SiLU is x * sigmoid(x), HardSwish x * relu6(x + 3) / 6.
+enum class Activation : int { None = 0, ReLU = 1, ReLU6 = 2, SiLU = 3, HardSwish = 4 };
 
 // `arg` names the argument in the error message, e.g. "dw_activation".
 Activation parse_activation(const char* op, const char* arg, std::string_view value);
+
+// mbconv's squeeze-and-excitation gate: sigmoid(x), or hardsigmoid(x) = relu6(x + 3) / 6.
+enum class Gate : int { Sigmoid = 0, HardSigmoid = 1 };
+Gate parse_gate(const char* op, const char* arg, std::string_view value);
 
 // Upper bound of stride, padding and dilation (INT32_MAX): the CUDA and Triton kernels hold them in 32 bits, and with
 // them bounded no index computation in any kernel can overflow. Larger values are rejected with a ValueError.

@@ -107,5 +107,64 @@ IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at:
   return g;
 }
 
+MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                        const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                        const at::Tensor& dw_bias, const c10::optional<at::Tensor>& se_reduce_weight,
+                        const c10::optional<at::Tensor>& se_reduce_bias,
+                        const c10::optional<at::Tensor>& se_expand_weight,
+                        const c10::optional<at::Tensor>& se_expand_bias, const at::Tensor& project_weight,
+                        const at::Tensor& project_bias, int64_t stride, bool residual, c10::string_view activation,
+                        c10::string_view se_activation, c10::string_view se_gate) {
+  const char* op = "mbconv";
+  check_input(op, input);
+  MBConvGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  g.expand = expand_weight.has_value();
+  if (g.expand) {
+    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
+    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
+  } else {
+    TORCH_CHECK_VALUE(!expand_bias.has_value(),
+                      "cnnkernels.mbconv: expand_bias must be None when expand_weight is None");
+    g.hidden = g.C;
+  }
+  TORCH_CHECK_VALUE(stride == 1 || stride == 2, "cnnkernels.mbconv: stride must be 1 or 2, got ", stride);
+  check_like(op, input, dw_weight, "dw_weight");
+  TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
+                        dw_weight.size(2) == dw_weight.size(3) && (dw_weight.size(2) == 3 || dw_weight.size(2) == 5),
+                    "cnnkernels.mbconv: dw_weight must have shape [", g.hidden,
+                    ", 1, k, k] with k 3 or 5, got shape ", dw_weight.sizes());
+  check_bias(op, input, dw_bias, g.hidden, "dw_bias");
+  const bool se[4] = {se_reduce_weight.has_value(), se_reduce_bias.has_value(), se_expand_weight.has_value(),
+                      se_expand_bias.has_value()};
+  if (se[0] || se[1] || se[2] || se[3]) {
+    static const char* names[4] = {"se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias"};
+    std::string missing;
+    for (int i = 0; i < 4; ++i) {
+      if (!se[i]) missing += std::string(missing.empty() ? "" : ", ") + names[i];
+    }
+    TORCH_CHECK_VALUE(missing.empty(), "cnnkernels.mbconv: the squeeze-and-excitation tensors come all four or none, "
+                      "got None for ", missing);
+    g.squeeze = check_pointwise(op, input, *se_reduce_weight, "se_reduce_weight", g.hidden);
+    check_bias(op, input, se_reduce_bias, g.squeeze, "se_reduce_bias");
+    check_shape(op, input, *se_expand_weight, "se_expand_weight", {g.hidden, g.squeeze, 1, 1});
+    check_bias(op, input, se_expand_bias, g.hidden, "se_expand_bias");
+  }
+  g.Cout = check_pointwise(op, input, project_weight, "project_weight", g.hidden);
+  check_bias(op, input, project_bias, g.Cout, "project_bias");
+  TORCH_CHECK_VALUE(!residual || (stride == 1 && g.Cout == g.C),
+                    "cnnkernels.mbconv: residual=True needs stride 1 and as many output as input channels, got "
+                    "stride ", stride, ", ", g.C, " -> ", g.Cout, " channels");
+  g.act = parse_activation(op, "activation", activation);
+  g.se_act = parse_activation(op, "se_activation", se_activation);
+  g.gate = parse_gate(op, "se_gate", se_gate);
+  g.residual = residual;
+  g.stride = stride;
+  g.k = dw_weight.size(2);
+  g.pad = g.k / 2;
+  g.Ho = (g.H - 1) / stride + 1;
+  g.Wo = (g.W - 1) / stride + 1;
+  return g;
+}
 
 }  // namespace cnnkernels

@@ -37,6 +37,22 @@ IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::
                                const at::Tensor& project_bias, int64_t stride, bool residual,
                                c10::string_view activation);
 
+struct MBConvGeom {
+  int64_t N, C, H, W, hidden, k, stride, pad, Ho, Wo, Cout, squeeze;  // squeeze: SE width (0: no SE stage)
+  bool expand, residual;
+  Activation act, se_act;
+  Gate gate;
+  bool se() const { return squeeze > 0; }
+};
+MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                        const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                        const at::Tensor& dw_bias, const c10::optional<at::Tensor>& se_reduce_weight,
+                        const c10::optional<at::Tensor>& se_reduce_bias,
+                        const c10::optional<at::Tensor>& se_expand_weight,
+                        const c10::optional<at::Tensor>& se_expand_bias, const at::Tensor& project_weight,
+                        const at::Tensor& project_bias, int64_t stride, bool residual, c10::string_view activation,
+                        c10::string_view se_activation, c10::string_view se_gate);
+
 struct IncGeom {
   int64_t N, C, H, W, c1, c2r, c2, c3r, c3, c4;
   int64_t Ctot() const { return c1 + c2 + c3 + c4; }

@@ -67,6 +67,8 @@ inline at::Tensor in_format(const at::Tensor& t, at::MemoryFormat fmt) {
 inline at::Tensor activation_reference(const at::Tensor& y, Activation a) {
   if (a == Activation::ReLU) return at::relu(y);
   if (a == Activation::ReLU6) return at::hardtanh(y, 0, 6);
+  if (a == Activation::SiLU) return at::silu(y);
+  if (a == Activation::HardSwish) return at::hardswish(y);
   return y;
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/op_checks.h"
 #include "cpu/common.h"
+#include "cpu/inverted_residual.h"
 #include "cpu/stages.h"
 #include "cpu/weight_cache.h"
 
@@ -19,13 +20,9 @@ namespace {
 constexpr int64_t kMinBandPixels = 160;         // projection GEMM rows per call (small maps batch several rows)
 constexpr int64_t kBandBytes = 256 * 1024;      // depthwise band buffer per thread
 
-struct Weights {
-  const float *ew, *eb, *dw, *db, *pw, *pb;
-};
-
 // Row bands (the default): each thread walks its own output rows, so the expanded rows live in a small per-thread
 // ring and the whole block is one pass over memory.
-void run_row_bands(const IRGeom& g, const KernelTable& k, const at::Tensor& x, at::Tensor& y, const Weights& w) {
+void run_row_bands(const IRGeom& g, const KernelTable& k, const at::Tensor& x, at::Tensor& y, const IRWeights& w) {
   const DType xt = kernel_dtype(x);
   int64_t band = std::clamp<int64_t>((kMinBandPixels + g.Wo - 1) / g.Wo, 1, g.Ho);
   band = std::max<int64_t>(1, std::min(band, kBandBytes / (g.Wo * g.hidden * 4)));
@@ -75,7 +72,7 @@ bool use_channel_split(const IRGeom& g, int64_t threads) {
          E <= kSplitExpandBytes;
 }
 
-void run_channel_split(const IRGeom& g, const KernelTable& k, const at::Tensor& x, at::Tensor& y, const Weights& w) {
+void run_channel_split(const IRGeom& g, const KernelTable& k, const at::Tensor& x, at::Tensor& y, const IRWeights& w) {
   const DType xt = kernel_dtype(x);
   const int64_t es = x.element_size(), P = k.panel;
   const int64_t pixels = g.N * g.Ho * g.Wo;
@@ -128,22 +125,41 @@ at::Tensor inverted_residual_cpu(const at::Tensor& input, const c10::optional<at
   at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return in_format(y, fmt);
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const PackedBlockWeights w(expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias);
+  run_inverted_residual(g, x, y, w.ptrs());
+  return in_format(y, fmt);
+}
+
+}  // namespace
+
+PackedBlockWeights::PackedBlockWeights(const c10::optional<at::Tensor>& expand_weight,
+                                       const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
+                                       const at::Tensor& dw_bias, const at::Tensor& project_weight,
+                                       const at::Tensor& project_bias) {
+  const int64_t panel = kernels().panel;
+  if (expand_weight.has_value()) {
+    ew = packed_conv_weight(*expand_weight, 1, panel);
+    eb = float_bias(expand_bias);
+  }
+  dw = packed_depthwise_weight(dw_weight);
+  db = float_bias(dw_bias);
+  pw = packed_conv_weight(project_weight, 1, panel);
+  pb = float_bias(project_bias);
+}
+
+IRWeights PackedBlockWeights::ptrs() const {
+  return IRWeights{ew.defined() ? ew.const_data_ptr<float>() : nullptr, ptr_or_null(eb), dw.const_data_ptr<float>(),
+                   ptr_or_null(db), pw.const_data_ptr<float>(), ptr_or_null(pb)};
+}
+
+void run_inverted_residual(const IRGeom& g, const at::Tensor& x, at::Tensor& y, const IRWeights& w) {
   const auto& k = kernels();
-  const at::Tensor ew = g.expand ? packed_conv_weight(*expand_weight, 1, k.panel) : at::Tensor();
-  const at::Tensor eb = g.expand ? float_bias(expand_bias) : at::Tensor();
-  const at::Tensor dw = packed_depthwise_weight(dw_weight), db = float_bias(dw_bias);
-  const at::Tensor pw = packed_conv_weight(project_weight, 1, k.panel), pb = float_bias(project_bias);
-  const Weights w{g.expand ? ew.const_data_ptr<float>() : nullptr, ptr_or_null(eb), dw.const_data_ptr<float>(),
-                  ptr_or_null(db), pw.const_data_ptr<float>(), ptr_or_null(pb)};
   if (use_channel_split(g, at::get_num_threads())) {
     run_channel_split(g, k, x, y, w);
   } else {
     run_row_bands(g, k, x, y, w);
   }
-  return in_format(y, fmt);
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(cnnkernels, CPU, m) {
   m.impl("inverted_residual", &inverted_residual_cpu);

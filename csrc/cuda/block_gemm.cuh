@@ -1,9 +1,9 @@
 #pragma once
 // The block-level machinery shared by the GEMM-shaped kernels (conv2d_act, dwsep_conv2d, inception_block,
-// inverted_residual): a 64 x BN accumulator tile of 256 threads (tensor cores through WMMA for fp16/bf16, a CUDA-core
-// register tile for fp32/fp64), the loop that feeds it from a producer of A and the packed weight, and the fused
-// epilogue. A producer fills one K chunk of A [64 rows][bk] in shared memory; what it computes (an im2col gather, a
-// max pool, a depthwise conv, an expansion + depthwise) is what makes each op's kernel.
+// inverted_residual, mbconv): a 64 x BN accumulator tile of 256 threads (tensor cores through WMMA for fp16/bf16, a
+// CUDA-core register tile for fp32/fp64), the loop that feeds it from a producer of A and the packed weight, and the
+// fused epilogue. A producer fills one K chunk of A [64 rows][bk] in shared memory; what it computes (an im2col gather,
+// a max pool, a depthwise conv, an expansion + depthwise, an SE-scaled load) is what makes each op's kernel.
 #include "cuda/compat.cuh"
 #include "cuda/device_math.h"
 #include "cuda/kernels.h"

@@ -23,9 +23,15 @@ namespace cnnkernels::cuda {
 
 static_assert(static_cast<int>(Act::None) == static_cast<int>(Activation::None) &&
                   static_cast<int>(Act::ReLU) == static_cast<int>(Activation::ReLU) &&
-                  static_cast<int>(Act::ReLU6) == static_cast<int>(Activation::ReLU6),
+                  static_cast<int>(Act::ReLU6) == static_cast<int>(Activation::ReLU6) &&
+                  static_cast<int>(Act::SiLU) == static_cast<int>(Activation::SiLU) &&
+                  static_cast<int>(Act::HardSwish) == static_cast<int>(Activation::HardSwish),
               "cuda::Act must mirror cnnkernels::Activation");
+static_assert(static_cast<int>(Gate::Sigmoid) == static_cast<int>(cnnkernels::Gate::Sigmoid) &&
+                  static_cast<int>(Gate::HardSigmoid) == static_cast<int>(cnnkernels::Gate::HardSigmoid),
+              "cuda::Gate must mirror cnnkernels::Gate");
 inline Act to_act(Activation a) { return static_cast<Act>(static_cast<int>(a)); }
+inline Gate to_gate(cnnkernels::Gate g) { return static_cast<Gate>(static_cast<int>(g)); }
 
 #if defined(CNNKERNELS_EMULATE)
 struct DeviceGuard {

@@ -3,6 +3,8 @@
 // windows. Plain C++ with __host__ __device__ markers, so the same code is compiled for the host by the tests
 // (tests/cuda_kernels/test_cuda_host_helpers.py, through csrc/cuda/emu/host_helpers.cpp) and by the emulated kernel
 // runs.
+#include <math.h>  // expf / exp: the global overloads nvcc's device code and the host compilers both have
+
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -13,15 +15,45 @@
 
 namespace cnnkernels::cuda {
 
-// Same values as cnnkernels::Activation (csrc/common/checks.h); the wrappers static_assert it.
-enum class Act : int { None = 0, ReLU = 1, ReLU6 = 2 };
+// Same values as cnnkernels::Activation and cnnkernels::Gate (csrc/common/checks.h); the wrappers static_assert it.
+enum class Act : int { None = 0, ReLU = 1, ReLU6 = 2, SiLU = 3, HardSwish = 4 };
+enum class Gate : int { Sigmoid = 0, HardSigmoid = 1 };
 
-// The op activations, NaN-propagating like torch.relu / F.relu6 (hardtanh keeps NaN).
+// e**v in the accumulation type: expf for fp32 (exp would promote to double, slow on the GPU), exp for fp64.
+CNNKERNELS_HD float exp_acc(float v) { return expf(v); }
+CNNKERNELS_HD double exp_acc(double v) { return exp(v); }
+
+// The comparisons are false for NaN, so NaN falls through unchanged (torch.relu / F.relu6 keep NaN too).
+template <typename A>
+CNNKERNELS_HD A relu6(A v) {
+  return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
+}
+
+// 1 / (1 + e**-v): 0 at -inf and 1 at +inf without a NaN (the overflowing e**-v only makes the denominator inf).
+template <typename A>
+CNNKERNELS_HD A sigmoid(A v) {
+  return A(1) / (A(1) + exp_acc(-v));
+}
+
+// The op activations, NaN-propagating like torch. SiLU is written x / (1 + e**-x), torch's own formula, so that the
+// infinities match it too: silu(+inf) = inf, silu(-inf) = -inf / inf = NaN. HardSwish likewise keeps torch's
+// x * relu6(x + 3) / 6 (hardswish(-inf) = -inf * 0 = NaN).
 template <typename A>
 CNNKERNELS_HD A act_apply(Act a, A v) {
-  if (a == Act::ReLU) return v < A(0) ? A(0) : v;
-  if (a == Act::ReLU6) return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
+  switch (a) {
+    case Act::ReLU: return v < A(0) ? A(0) : v;
+    case Act::ReLU6: return relu6(v);
+    case Act::SiLU: return v / (A(1) + exp_acc(-v));
+    case Act::HardSwish: return v * relu6(v + A(3)) / A(6);
+    case Act::None: break;
+  }
   return v;
+}
+
+// mbconv's squeeze-and-excitation gate: sigmoid, or hardsigmoid = relu6(v + 3) / 6 (F.hardsigmoid).
+template <typename A>
+CNNKERNELS_HD A gate_apply(Gate g, A v) {
+  return g == Gate::Sigmoid ? sigmoid(v) : relu6(v + A(3)) / A(6);
 }
 
 // max that propagates NaN like max_pool2d: once a NaN is seen it stays.

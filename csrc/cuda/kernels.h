@@ -46,6 +46,7 @@ struct ConvGemmArgs {
   const void* dw_w = nullptr;  // depthwise weight [kH * kW][Cg], accumulation type (launch_dwsep, launch_depthwise)
   const void* dw_b = nullptr;  // depthwise bias [Cg], accumulation type, or null
   Act dw_act = Act::None;
+  const void* scale = nullptr;  // per (image, channel) factor of A, [N][Cg] accumulation type (launch_mbconv)
   int nslices = 1;
   OutSlice out[3] = {};
 };
@@ -78,5 +79,25 @@ struct InvResArgs {
 };
 
 cudaError_t launch_inverted_residual(DType t, const InvResArgs& a, cudaStream_t stream);
+
+// The mbconv block: the inverted residual above (activation `ir.act`, any depthwise k) with squeeze-and-excitation
+// between the depthwise conv and the projection. The SE mean needs an image's whole depthwise output before any pixel
+// can be projected, so with SE it runs in three kernels: expansion + depthwise into the scratch `d`, the per-image
+// means, SE matvecs and gate into the scratch `s`, then the projection GEMM with A = d * s. Without SE it is exactly
+// launch_inverted_residual.
+struct MBConvArgs {
+  InvResArgs ir;
+  int64_t squeeze = 0;          // SE width, 0: no SE
+  const void* se_rw = nullptr;  // reduce [squeeze][hidden], accumulation type
+  const void* se_rb = nullptr;  // [squeeze]
+  const void* se_ew = nullptr;  // expand [hidden][squeeze]
+  const void* se_eb = nullptr;  // [hidden]
+  Act se_act = Act::None;
+  Gate gate = Gate::Sigmoid;
+  void* d = nullptr;  // scratch [N * Ho * Wo][hidden], accumulation type (kept in it: the SE mean reads every value)
+  void* s = nullptr;  // scratch [N][hidden], accumulation type
+};
+
+cudaError_t launch_mbconv(DType t, const MBConvArgs& a, cudaStream_t stream);
 
 }  // namespace cnnkernels::cuda

@@ -123,7 +123,7 @@ MULTI_TILE = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "1x1_s2_
               ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("dwsep_conv2d", "rect"),
               ("inverted_residual", "expand_s2_2coltiles"), ("inverted_residual", "k5_residual"),
               ("inverted_residual", "no_expand_2coltiles"),
-              ("inception_block", "wide")]
+              ("inception_block", "wide"), ("mbconv", "se_2coltiles"), ("mbconv", "se_k5_s2_hardswish")]
 
 
 @pytest.mark.parametrize("device", list(DEVICES))
@@ -182,7 +182,8 @@ def test_window_param_at_int32_max(emu, op, overrides, dtype):
 
 @pytest.mark.parametrize("op,case", [("conv2d_act", "3x3_relu"), ("conv2d_act", "depthwise_res"),
                                      ("dwsep_conv2d", "3x3_relu"), ("inverted_residual", "expand_residual"),
-                                     ("inception_block", "odd_sizes")])
+                                     ("inception_block", "odd_sizes"), ("mbconv", "se_silu_residual"),
+                                     ("mbconv", "no_se_k5_silu_residual")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=DTYPE_IDS.get)
 def test_nan_and_inf_propagate(emu, op, case, dtype):
     args = list(cast(_args(op, case), dtype))
@@ -199,6 +200,7 @@ def _bad_inputs():
     ir = list(CASES["inverted_residual"][0][1])
     inc = list(CASES["inception_block"][0][1])
     pair = list(CASES["add_relu"][0][1])
+    mb = list(CASES["mbconv"][0][1])
     yield "add_relu", "shape", [pair[0], pair[1][:, :2]]
     yield "add_relu", "dtype", [pair[0], pair[1].float()]
     yield "conv2d_act", "weight_cin", conv[:1] + [conv[1][:, :3]] + conv[2:]
@@ -213,6 +215,10 @@ def _bad_inputs():
     yield "inverted_residual", "expand_bias_without_weight", ir[:1] + [None] + ir[2:]
     yield "inception_block", "w2_cin", inc[:5] + [inc[5][:, :2]] + inc[6:]
     yield "inception_block", "b4_shape", inc[:12] + [inc[12][:2]]
+    yield "mbconv", "se_partial", mb[:8] + [None] + mb[9:]
+    yield "mbconv", "se_activation", mb[:14] + ["gelu"] + mb[15:]
+    yield "mbconv", "se_gate", mb[:15] + ["tanh"]
+    yield "mbconv", "k4", mb[:3] + [mb[3].new_zeros(mb[3].shape[0], 1, 4, 4)] + mb[4:]
 
 
 BAD = list(_bad_inputs())

@@ -126,7 +126,7 @@ def test_opcheck(name):
 
 class _Net(torch.nn.Module):
     """A small network through every op (NHWC activations): stem conv, depthwise-separable, inverted residual,
-    inception, residual join."""
+    mbconv (with squeeze-and-excitation), inception, residual join."""
 
     def __init__(self):
         super().__init__()
@@ -139,6 +139,10 @@ class _Net(torch.nn.Module):
         self.dw_w, self.dw_b, self.pw_w, self.pw_b = p(16, 1, 3, 3), p(16), p(24, 16, 1, 1), p(24)
         self.ew, self.eb, self.idw, self.idb, self.pj, self.pb = p(96, 24, 1, 1), p(96), p(96, 1, 3, 3), p(96), \
             p(24, 96, 1, 1), p(24)
+        mb = [p(48, 24, 1, 1), p(48), p(48, 1, 5, 5), p(48), p(6, 48, 1, 1), p(6), p(48, 6, 1, 1), p(48),
+              p(24, 48, 1, 1), p(24)]
+        for i, t in enumerate(mb):
+            self.register_parameter(f"mb{i}", t)
         inc = [p(8, 24, 1, 1), p(8), p(6, 24, 1, 1), p(6), p(8, 6, 3, 3), p(8), p(4, 24, 1, 1), p(4),
                p(4, 4, 5, 5), p(4), p(4, 24, 1, 1), p(4)]
         for i, t in enumerate(inc):
@@ -150,12 +154,14 @@ class _Net(torch.nn.Module):
                                               "relu6", "none")
         x = torch.ops.cnnkernels.inverted_residual(x, self.ew, self.eb, self.idw, self.idb, self.pj, self.pb, 1, True,
                                                    "relu6")
+        x = torch.ops.cnnkernels.mbconv(x, *[getattr(self, f"mb{i}") for i in range(10)], 1, True, "silu", "silu",
+                                        "sigmoid")
         y = torch.ops.cnnkernels.inception_block(x, *[getattr(self, f"inc{i}") for i in range(12)])
         return torch.ops.cnnkernels.add_relu(y, x)
 
 
 def test_torch_compile_fullgraph():
-    for name in ("conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block", "add_relu"):
+    for name in ("conv2d_act", "dwsep_conv2d", "inverted_residual", "mbconv", "inception_block", "add_relu"):
         python_registrations(name)
     net = _Net().cuda().eval()
     x = torch.randn(2, 3, 33, 30, device="cuda").contiguous(memory_format=torch.channels_last)

@@ -30,7 +30,8 @@ P64, P32 = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int)
 
 PLAN_FIELDS = ["bk", "lda", "ldb", "ldc", "lde", "ldx", "ldw", "ldce", "rows", "a", "b", "e", "c", "x", "w", "ce",
                "bytes"]
-ACT = {"none": 0, "relu": 1, "relu6": 2}
+ACT = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}  # cuda::Act
+GATE = {"sigmoid": 0, "hardsigmoid": 1}  # cuda::Gate
 KIB = 1024
 # Opt-in shared memory per block of the architectures the wheel targets (sm_75, sm_86/89, sm_80, sm_90).
 DEVICE_SMEM = {"sm75": 64 * KIB, "sm86": 99 * KIB, "sm80": 163 * KIB, "sm90": 227 * KIB}
@@ -65,6 +66,8 @@ def lib(tmp_path_factory):
         "cnnk_clamp_range": (None, [I64, I64, I64, P64]),
         "cnnk_act_f32": (F32, [I32, F32]),
         "cnnk_act_f64": (F64, [I32, F64]),
+        "cnnk_gate_f32": (F32, [I32, F32]),
+        "cnnk_gate_f64": (F64, [I32, F64]),
         "cnnk_max_nan_f32": (F32, [F32, F32]),
         "cnnk_chunk_k": (I32, [I32]),
         "cnnk_constants": (None, [P64]),
@@ -183,6 +186,38 @@ def test_activation_matches_torch_incl_nan(lib, act, dtype):
     f = lib.cnnk_act_f32 if dtype == torch.float32 else lib.cnnk_act_f64
     got = torch.tensor([f(ACT[act], v) for v in VALUES], dtype=dtype)
     torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+
+
+# Around the kinks of hardswish / hardsigmoid (+-3) and where e**-x overflows (silu, sigmoid), plus VALUES.
+SMOOTH_VALUES = VALUES + [-1e30, -100.0, -20.0, -3.0, -2.5, -0.5, 0.5, 2.5, 20.0, 100.0, 88.5, -88.5, -745.0, 710.0]
+# silu and sigmoid go through exp, whose last bit differs between libm / CUDA and torch's vectorized exp.
+SMOOTH_TOL = {torch.float32: dict(rtol=4 * 2**-24, atol=1e-37), torch.float64: dict(rtol=4 * 2**-53, atol=1e-300)}
+
+
+def test_activation_ids_follow_the_op_activations():
+    from cnnkernels.ops._act import ACTIVATIONS, GATES
+    assert tuple(ACT) == ACTIVATIONS and tuple(GATE) == GATES
+    assert list(ACT.values()) == list(range(len(ACT))) and list(GATE.values()) == list(range(len(GATE)))
+
+
+@pytest.mark.parametrize("act", ["silu", "hardswish"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_smooth_activation_matches_torch_incl_nan_and_inf(lib, act, dtype):
+    x = torch.tensor(SMOOTH_VALUES, dtype=dtype)
+    want = {"silu": F.silu, "hardswish": F.hardswish}[act](x)
+    f = lib.cnnk_act_f32 if dtype == torch.float32 else lib.cnnk_act_f64
+    got = torch.tensor([f(ACT[act], v) for v in x.tolist()], dtype=dtype)
+    torch.testing.assert_close(got, want, equal_nan=True, **SMOOTH_TOL[dtype])
+
+
+@pytest.mark.parametrize("gate", list(GATE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gate_matches_torch_incl_nan_and_inf(lib, gate, dtype):
+    x = torch.tensor(SMOOTH_VALUES, dtype=dtype)
+    want = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}[gate](x)
+    f = lib.cnnk_gate_f32 if dtype == torch.float32 else lib.cnnk_gate_f64
+    got = torch.tensor([f(GATE[gate], v) for v in x.tolist()], dtype=dtype)
+    torch.testing.assert_close(got, want, equal_nan=True, **SMOOTH_TOL[dtype])
 
 
 def test_max_nan_propagates_like_max_pool2d(lib):

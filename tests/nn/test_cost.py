@@ -23,7 +23,8 @@ from support.samples import OPS, sample_inputs
 torchvision = pytest.importorskip("torchvision")
 
 # The whole-model checks: torchvision's `_ops` (GMACs at 224x224) must be matched within 1%.
-TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "googlenet", "alexnet", "vgg16")
+TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "googlenet", "alexnet", "vgg16", "efficientnet_b0",
+                      "mobilenet_v3_large")
 
 
 def torchvision_model(name, device="meta"):

@@ -54,6 +54,9 @@ SHARED = [
     ("googlenet", (2, 3, 48, 48), {}),
     ("vgg11_bn", (2, 3, 32, 32), {"num_classes": 10}),
     ("alexnet", (2, 3, 64, 64), {"num_classes": 10}),
+    ("efficientnet_b0", (2, 3, 48, 40), {}),  # training mode: stochastic depth draws as torchvision's
+    ("mobilenet_v3_large", (2, 3, 48, 40), {}),
+    ("mobilenet_v3_small", (2, 3, 40, 48), {"num_classes": 10}),
 ]
 
 
@@ -99,7 +102,8 @@ def test_matches_torchvision_eval_train_and_grads(name, shape, kwargs):
 
 
 DEEP = ["resnet34", "resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2", "vgg11", "vgg13", "vgg13_bn",
-        "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+        "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+        "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7"]
 
 
 @pytest.mark.parametrize("name", DEEP)
@@ -131,6 +135,10 @@ def test_known_parameter_counts():
         assert n_params(models.googlenet()) == 13_004_888  # with the aux heads (6,624,904 without)
         assert n_params(models.googlenet(aux_logits=False)) == 6_624_904
         assert n_params(models.alexnet()) == 61_100_840
+        assert n_params(models.efficientnet_b0()) == 5_288_548
+        assert n_params(models.efficientnet_b7()) == 66_347_960
+        assert n_params(models.mobilenet_v3_large()) == 5_483_032
+        assert n_params(models.mobilenet_v3_small()) == 2_542_856
         assert n_params(models.vgg16()) == 138_357_544
         # MobileNet v1, width 1.0, 1000 classes: 4.2M as the paper says; conv weights + FC 4,210,088 plus
         # BatchNorm gamma/beta 21,888 (the running mean/var, another 21,888, are buffers).
@@ -183,7 +191,9 @@ def test_mobilenet_v1_structure():
 SMALL = [("lenet5", (1, 1, 36, 30), {}), ("alexnet", (1, 1, 63, 80), {"in_channels": 1}),
          ("vgg11", (2, 3, 32, 48), {}), ("resnet18", (1, 1, 33, 47), {"in_channels": 1}),
          ("googlenet", (1, 1, 40, 56), {"in_channels": 1}), ("mobilenet_v1", (1, 3, 35, 50), {"width_mult": 0.5}),
-         ("mobilenet_v2", (2, 1, 35, 50), {"in_channels": 1, "width_mult": 0.5})]
+         ("mobilenet_v2", (2, 1, 35, 50), {"in_channels": 1, "width_mult": 0.5}),
+         ("efficientnet_b0", (2, 1, 35, 50), {"in_channels": 1}),
+         ("mobilenet_v3_small", (2, 1, 35, 50), {"in_channels": 1, "width_mult": 0.75})]
 
 
 @pytest.mark.parametrize("name,shape,kwargs", SMALL, ids=[s[0] for s in SMALL])
@@ -276,7 +286,7 @@ def test_registry():
     names = models.list_models()
     for n in ["lenet5", "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
               "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet", "mobilenet_v1",
-              "mobilenet_v2"]:
+              "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"] + [f"efficientnet_b{i}" for i in range(8)]:
         assert n in names
     assert names == sorted(names)
     m = models.get_model("resnet18", num_classes=3, in_channels=1)

@@ -81,8 +81,8 @@ def test_optimize_torchvision_models(name, shapes):
 
 
 def test_optimize_torchvision_bottleneck_and_mobilenet_v3():
-    """Bottleneck blocks (resnet-style tree of 2 layers), and MobileNetV3 whose blocks are unknown: only its
-    Conv2dNormActivation layers are fused (Hardswish applied after the fused conv), SE modules are untouched."""
+    """Bottleneck blocks (resnet-style tree of 2 layers), and MobileNetV3, whose blocks become MBConv (sharing their
+    SE modules; see test_mbconv_models.py)."""
     torch.manual_seed(0)
     r = randomize_bn(tvr.ResNet(tvr.Bottleneck, [1, 1, 1, 1], num_classes=10))
     opt = check(r, [(2, 3, 32, 40)])
@@ -91,6 +91,7 @@ def test_optimize_torchvision_bottleneck_and_mobilenet_v3():
     opt = check(v3, [(2, 3, 40, 32)])
     se = importlib.import_module("torchvision.ops.misc").SqueezeExcitation
     assert sum(isinstance(m, se) for m in opt.modules()) == sum(isinstance(m, se) for m in v3.modules()) > 0
+    assert sum(isinstance(m, cnn.MBConv) for m in opt.modules()) == 11
     assert n_bn(opt) == 0
 
 

@@ -120,7 +120,8 @@ def test_non_float_dtype(op_name, dtype):
 # ----------------------------------------------------------------------------------------------- activations
 
 ACTIVATION_ARGS = [("conv2d_act", "activation"), ("dwsep_conv2d", "dw_activation"),
-                   ("dwsep_conv2d", "pw_activation"), ("inverted_residual", "activation")]
+                   ("dwsep_conv2d", "pw_activation"), ("inverted_residual", "activation"), ("mbconv", "activation"),
+                   ("mbconv", "se_activation"), ("mbconv", "se_gate")]
 
 
 @pytest.mark.bad_input
@@ -162,7 +163,8 @@ def test_zero_channels(op_name):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("op_name,hw", [("conv2d_act", (0, 5)), ("conv2d_act", (5, 0)), ("dwsep_conv2d", (0, 5)),
-                                        ("inverted_residual", (5, 0)), ("inception_block", (0, 5))])
+                                        ("inverted_residual", (5, 0)), ("inception_block", (0, 5)),
+                                        ("mbconv", (0, 3))])
 def test_zero_spatial(op_name, hw):
     # Padding alone would make an output (1x1 kernel, padding 1); F.conv2d refuses an empty map, and so do the ops.
     over = {"input": torch.randn(2, 4, *hw)}
@@ -218,6 +220,14 @@ SHAPE_CASES = [
     ("inception_block", dict(w2=torch.randn(5, 2, 2, 3)), "w2"),
     ("inception_block", dict(w3=torch.randn(3, 3, 5, 5)), "w3"),
     ("inception_block", dict(w1=torch.randn(0, 4, 1, 1)), "w1"),
+    ("mbconv", dict(dw_weight=torch.randn(12, 1, 3, 5)), "dw_weight"),  # not square
+    ("mbconv", dict(dw_weight=torch.randn(12, 1, 7, 7)), "dw_weight"),  # 3 or 5 only
+    ("mbconv", dict(se_reduce_weight=torch.randn(3, 4, 1, 1)), "se_reduce_weight"),  # reduces the input, not hidden
+    ("mbconv", dict(se_expand_weight=torch.randn(12, 4, 1, 1)), "se_expand_weight"),
+    ("mbconv", dict(se_expand_bias=torch.randn(3)), "se_expand_bias"),
+    ("mbconv", dict(se_reduce_bias=torch.randn(12)), "se_reduce_bias"),
+    ("mbconv", dict(expand_weight=None, expand_bias=None), "dw_weight"),  # the depthwise conv then sees 4 channels, not 12
+    ("mbconv", dict(project_weight=torch.randn(6, 12, 1, 1), project_bias=torch.randn(6)), "residual"),
 ]
 
 
@@ -238,6 +248,9 @@ HPARAM_CASES = [
     ("dwsep_conv2d", dict(dilation=[-2, 1]), "dilation"),
     ("dwsep_conv2d", dict(padding=[1, 1, 1]), "stride"),
     ("dwsep_conv2d", dict(stride=[3, 3], padding=[0, 0], dw_weight=torch.randn(4, 1, 5, 6)), "input"),
+    ("mbconv", dict(stride=3, residual=False), "stride"),
+    ("mbconv", dict(stride=0, residual=False), "stride"),
+    ("mbconv", dict(stride=2), "residual"),  # stride 2 cannot add the input
 ]
 
 
@@ -246,6 +259,16 @@ HPARAM_CASES = [
                                                    for i, (o, ov, a) in enumerate(HPARAM_CASES)])
 def test_bad_hyperparameter(op_name, overrides, arg):
     assert_op_error(op_name, _call_args(op_name, **overrides), ValueError, arg)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("given", [("se_reduce_weight",), ("se_reduce_weight", "se_reduce_bias", "se_expand_weight"),
+                                   ("se_expand_bias",)], ids=["one", "three", "bias_only"])
+def test_mbconv_se_all_or_none(given):
+    names = ("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias")
+    missing = [n for n in names if n not in given]
+    msg = assert_op_error("mbconv", _call_args("mbconv", **{n: None for n in missing}), ValueError, "the squeeze")
+    assert msg.endswith(f"got None for {', '.join(missing)}"), msg
 
 
 # ------------------------------------------------------------------------- hyper-parameters near the int limits

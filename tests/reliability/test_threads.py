@@ -252,6 +252,7 @@ def _weight_users():
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     ir = dict(expand_weight=r(24, 8, 1, 1), expand_bias=r(24), dw_weight=r(24, 1, 3, 3), dw_bias=r(24),
               project_weight=r(8, 24, 1, 1), project_bias=r(8))
+    se = (r(6), r(24, 6, 1, 1), r(24))  # mbconv's SE tensors after se_reduce_weight
     inc = [r(4, 8, 1, 1), r(4), r(3, 8, 1, 1), r(3), r(5, 3, 3, 3), r(5), r(2, 8, 1, 1), r(2), r(3, 2, 5, 5), r(3),
            r(2, 8, 1, 1), r(2)]
 
@@ -270,6 +271,11 @@ def _weight_users():
              True, "relu6")
         return op("inverted_residual")(*a), _ref("inverted_residual", a)
 
+    def mbconv_se_reduce(w):
+        a = (x, ir["expand_weight"], ir["expand_bias"], ir["dw_weight"], ir["dw_bias"], w, *se, ir["project_weight"],
+             ir["project_bias"], 1, True, "silu", "silu", "sigmoid")
+        return op("mbconv")(*a), _ref("mbconv", a)
+
     def inception_w3(w):
         a = (x, *inc[:8], w, *inc[9:])
         return op("inception_block")(*a), _ref("inception_block", a)
@@ -277,6 +283,7 @@ def _weight_users():
     return {"conv2d_act": (conv, (16, 8, 3, 3)), "conv2d_act-depthwise": (depthwise, (8, 1, 3, 3)),
             "dwsep_conv2d-pw_weight": (dwsep_pw, (12, 8, 1, 1)),
             "inverted_residual-project_weight": (ir_project, (8, 24, 1, 1)),
+            "mbconv-se_reduce_weight": (mbconv_se_reduce, (6, 24, 1, 1)),
             "inception_block-w3": (inception_w3, (3, 2, 5, 5))}
 
 

@@ -22,7 +22,11 @@ FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
 
 def act(x: torch.Tensor, a: str) -> torch.Tensor:
-    return {"none": lambda t: t, "relu": torch.relu, "relu6": F.relu6}[a](x)
+    return {"none": lambda t: t, "relu": torch.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.hardswish}[a](x)
+
+
+def gate(x: torch.Tensor, g: str) -> torch.Tensor:
+    return {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}[g](x)
 
 
 def _g(seed: int) -> torch.Generator:
@@ -63,6 +67,16 @@ def ref_inception_block(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4):
                       cr(F.max_pool2d(x, 3, 1, 1), w4, b4)], 1)
 
 
+def ref_mbconv(x, ew, eb, dw, db, srw, srb, sew, seb, pw, pb, stride, residual, a, se_act, se_gate):
+    h = x if ew is None else act(F.conv2d(x, ew, eb), a)
+    h = act(F.conv2d(h, dw, db, stride, dw.shape[2] // 2, 1, h.shape[1]), a)
+    if srw is not None:
+        s = act(F.conv2d(h.mean((2, 3), keepdim=True), srw, srb), se_act)
+        h = h * gate(F.conv2d(s, sew, seb), se_gate)
+    y = F.conv2d(h, pw, pb)
+    return y + x if residual else y
+
+
 def ref_add_relu(x, r):
     return torch.relu(x + r)
 
@@ -73,6 +87,7 @@ REFERENCES: Dict[str, Callable] = {
     "dwsep_conv2d": ref_dwsep_conv2d,
     "inverted_residual": ref_inverted_residual,
     "inception_block": ref_inception_block,
+    "mbconv": ref_mbconv,
 }
 
 
@@ -114,6 +129,23 @@ def _ir(seed, N, C, H, W, hidden, Cout, k=3, s=1, residual=False, a="relu6", exp
     return (x, ew, eb, dw, db, pw, pb, s, residual, a)
 
 
+def _mbconv(seed, N, C, H, W, hidden, Cout, squeeze=0, k=3, s=1, residual=False, a="silu", se_act="silu",
+            se_gate="sigmoid", expand=True):
+    g = _g(seed)
+    x = _randn(g, N, C, H, W)
+    ew, eb = (_weight(g, hidden, C, 1, 1), _randn(g, hidden, scale=0.5)) if expand else (None, None)
+    dw = _weight(g, hidden, 1, k, k)
+    db = _randn(g, hidden, scale=0.5)
+    se = [None] * 4
+    if squeeze:
+        # se_expand_bias around 1: the hardsigmoid gate stays mostly inside (0, 1) instead of cutting channels to 0.
+        se = [_weight(g, squeeze, hidden, 1, 1), _randn(g, squeeze, scale=0.5), _weight(g, hidden, squeeze, 1, 1),
+              _randn(g, hidden, scale=0.5) + 1]
+    pw = _weight(g, Cout, hidden, 1, 1)
+    pb = _randn(g, Cout, scale=0.5)
+    return (x, ew, eb, dw, db, *se, pw, pb, s, residual, a, se_act, se_gate)
+
+
 def _inception(seed, N, C, H, W, c1, c2r, c2, c3r, c3, c4, k2=3, k3=5):
     g = _g(seed)
     x = _randn(g, N, C, H, W)
@@ -146,6 +178,8 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("channel_multiplier", _conv(9, 1, 4, 6, 6, 8, 3, p=1, groups=4, a="relu")),
         ("many_pixel_tiles", _conv(10, 3, 16, 20, 20, 32, 3, p=1, a="relu")),
         ("1x1_pixel", _conv(11, 1, 5, 1, 1, 3, 1, res=True, a="relu")),
+        ("3x3_res_silu", _conv(12, 2, 8, 9, 7, 12, 3, p=1, res=True, a="silu")),
+        ("depthwise_hardswish", _conv(13, 1, 16, 7, 7, 16, 3, p=1, groups=16, a="hardswish")),
     ],
     "dwsep_conv2d": [
         ("3x3_relu", _dwsep(21, 2, 8, 9, 7, 12, 3, p=1)),
@@ -153,6 +187,7 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("5x5_dilated_nobias", _dwsep(23, 1, 20, 11, 13, 7, 5, p=4, d=2, bias=False, dw_act="none")),
         ("one_channel", _dwsep(24, 2, 1, 5, 5, 3, 3)),
         ("rect", _dwsep(25, 3, 33, 6, 9, 65, (1, 3), s=(1, 2), p=(0, 1), pw_act="relu6")),
+        ("silu_hardswish", _dwsep(26, 1, 8, 7, 7, 12, 3, p=1, dw_act="silu", pw_act="hardswish")),
     ],
     "inverted_residual": [
         ("expand_residual", _ir(31, 2, 8, 9, 7, 24, 8, residual=True)),
@@ -163,10 +198,27 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("single_pixel", _ir(36, 1, 3, 1, 1, 6, 3, residual=True)),
         ("wide_hidden", _ir(37, 1, 16, 7, 7, 96, 24, s=1)),
         ("no_expand_2coltiles", _ir(38, 1, 40, 16, 16, 40, 80, expand=False, a="relu")),
+        ("expand_silu_residual", _ir(39, 1, 8, 7, 7, 24, 8, residual=True, a="silu")),
+        ("k5_s2_hardswish", _ir(40, 1, 6, 9, 9, 24, 12, k=5, s=2, a="hardswish")),
     ],
     "inception_block": [
         ("odd_sizes", _inception(41, 2, 12, 9, 7, 5, 6, 7, 3, 4, 6)),
         ("wide", _inception(42, 1, 40, 9, 8, 70, 33, 40, 8, 16, 20)),
+    ],
+    # Every activation and gate, with and without expansion and SE, k 3 / 5, stride 1 / 2, residual. The SE cases
+    # cover the gate kernel's pixel-sum split (hidden < 256: several threads per channel; 272: one) and the
+    # projection's K chunks and column tiles.
+    "mbconv": [
+        ("se_silu_residual", _mbconv(71, 2, 8, 7, 6, 24, 8, squeeze=4, residual=True)),
+        ("se_k5_s2_hardswish", _mbconv(72, 1, 6, 9, 9, 36, 12, squeeze=6, k=5, s=2, a="hardswish", se_act="relu",
+                                       se_gate="hardsigmoid")),
+        ("se_no_expand_s2", _mbconv(73, 2, 16, 8, 7, 16, 24, squeeze=4, s=2, a="relu6", se_act="relu")),
+        ("se_2coltiles", _mbconv(74, 1, 12, 10, 13, 40, 80, squeeze=10, a="none", se_act="hardswish",
+                                 se_gate="hardsigmoid")),
+        ("se_wide_hidden", _mbconv(75, 1, 8, 5, 5, 272, 16, squeeze=8, k=5, a="relu", se_act="relu6")),
+        ("se_single_pixel", _mbconv(76, 1, 3, 1, 1, 12, 3, squeeze=2, residual=True, se_act="none")),
+        ("no_se_k5_silu_residual", _mbconv(77, 1, 8, 9, 7, 32, 8, k=5, residual=True)),
+        ("no_se_no_expand_s2", _mbconv(78, 2, 12, 7, 7, 12, 20, s=2, a="hardswish", expand=False)),
     ],
 }
 
@@ -216,4 +268,5 @@ GRAD_CASES: Dict[str, tuple] = {
     "dwsep_conv2d": _dwsep(52, 1, 3, 5, 6, 4, 3, p=1, dw_act="relu6", pw_act="relu"),
     "inverted_residual": _ir(53, 1, 4, 5, 6, 8, 4, residual=True, a="relu6"),
     "inception_block": _inception(54, 1, 4, 5, 6, 2, 2, 3, 2, 2, 2),
+    "mbconv": _mbconv(55, 1, 4, 5, 6, 8, 4, squeeze=2, residual=True),
 }

@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 from torch._prims_common import is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense
 
 from cnnkernels._library import op_names
+from cnnkernels.ops._act import ACTIVATIONS, GATES
 from cnnkernels.ops._checks import output_memory_format
 from support import oracle
 from support.dtypes import DTYPE_IDS, TOLERANCES
@@ -52,7 +53,7 @@ from support.samples import LAYOUTS, Maker
 
 OPS = tuple(op_names())
 FUZZ_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-ACTS = ("none", "relu", "relu6")
+ACTS = ACTIVATIONS
 # Layouts of 4-D tensors: samples.LAYOUTS plus a cropped view (storage offset, non-dense, channels_last strides) and a
 # batch broadcast (stride 0 over N: every image the same).
 LAYOUTS_4D = LAYOUTS + ("crop", "bcast")
@@ -244,9 +245,26 @@ def inception_block_cases(draw, b):
                 strided_bias=draw(st.booleans()), **_common(draw))
 
 
+@st.composite
+def mbconv_cases(draw, b):
+    C = draw(st.integers(1, b["c"]))
+    expand = draw(st.booleans())
+    hidden = draw(st.integers(1, b["hidden"])) if expand else C
+    stride = draw(st.integers(1, 2))
+    residual = stride == 1 and draw(st.booleans())
+    Cout = C if residual else draw(st.integers(1, b["cout"]))
+    se = draw(st.booleans())
+    return dict(op="mbconv", N=draw(st.integers(1, b["n"])), C=C, expand=expand, hidden=hidden,
+                k=draw(st.sampled_from([3, 5])), stride=stride, squeeze=draw(st.integers(1, 8)) if se else 0,
+                Cout=Cout, residual=residual, H=draw(st.integers(1, b["hw"])), W=draw(st.integers(1, b["hw"])),
+                act=draw(st.sampled_from(ACTS)), se_act=draw(st.sampled_from(ACTS)), gate=draw(st.sampled_from(GATES)),
+                layout=draw(st.sampled_from(LAYOUTS_4D)), w_layout=draw(st.sampled_from(WEIGHT_LAYOUTS)),
+                strided_bias=draw(st.booleans()), **_common(draw))
+
+
 STRATEGIES: Dict[str, Callable] = {
     "add_relu": add_relu_cases, "conv2d_act": conv2d_act_cases, "dwsep_conv2d": dwsep_conv2d_cases,
-    "inverted_residual": inverted_residual_cases, "inception_block": inception_block_cases,
+    "inverted_residual": inverted_residual_cases, "inception_block": inception_block_cases, "mbconv": mbconv_cases,
 }
 
 
@@ -297,6 +315,14 @@ def build_args(case: dict) -> tuple:
         eb = bias(hid, c["expand_bias"]) if c["expand"] else None
         return (x4(c["N"], c["C"], c["H"], c["W"], c["layout"], sp), ew, eb, w(hid, 1, c["kH"], c["kW"]), bias(hid),
                 w(c["Cout"], hid), bias(c["Cout"]), c["stride"], c["residual"], c["act"])
+    if name == "mbconv":
+        c = case
+        hid, sq = c["hidden"], c["squeeze"]
+        ew, eb = (w(hid, c["C"]), bias(hid)) if c["expand"] else (None, None)
+        se = (w(sq, hid), bias(sq), w(hid, sq), bias(hid)) if sq else (None,) * 4
+        return (x4(c["N"], c["C"], c["H"], c["W"], c["layout"], sp), ew, eb, w(hid, 1, c["k"], c["k"]), bias(hid),
+                *se, w(c["Cout"], hid), bias(c["Cout"]), c["stride"], c["residual"], c["act"], c["se_act"],
+                c["gate"])
     if name == "inception_block":
         c = case
         C = c["C"]

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-OPS_WITH_ORACLE = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block")
+OPS_WITH_ORACLE = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block", "mbconv")
 
 
 def _f64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -44,8 +44,19 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
         return x.clamp_min(0)
     if name == "relu6":
         return x.clamp(0, 6)
+    if name == "silu":  # x * sigmoid(x) written out: 1 / (1 + e^-x)
+        return x / (1 + torch.exp(-x))
+    if name == "hardswish":
+        return x * (x + 3).clamp(0, 6) / 6
     assert name == "none", name
     return x
+
+
+def gate(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "sigmoid":
+        return 1 / (1 + torch.exp(-x))
+    assert name == "hardsigmoid", name
+    return (x + 3).clamp(0, 6) / 6
 
 
 def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -96,6 +107,22 @@ def inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, pro
         h = activation(conv2d_im2col(h, expand_weight, expand_bias), act)
     h = activation(conv2d_im2col(h, dw_weight, dw_bias, [stride, stride], _same(dw_weight), [1, 1], h.shape[1]), act)
     y = conv2d_im2col(h, project_weight, project_bias)  # the projection is linear: no activation
+    return y + _f64(input) if residual else y
+
+
+def mbconv(input, expand_weight, expand_bias, dw_weight, dw_bias, se_reduce_weight, se_reduce_bias, se_expand_weight,
+           se_expand_bias, project_weight, project_bias, stride, residual, act, se_act, se_gate):
+    h = _f64(input)
+    if expand_weight is not None:
+        h = activation(conv2d_im2col(h, expand_weight, expand_bias), act)
+    h = activation(conv2d_im2col(h, dw_weight, dw_bias, [stride, stride], _same(dw_weight), [1, 1], h.shape[1]), act)
+    if se_reduce_weight is not None:
+        # Squeeze: the mean as an explicit sum over the pixels; the two 1x1 convs on the 1x1 map are matrix products.
+        m = h.sum((2, 3)) / (h.shape[2] * h.shape[3])
+        r = activation(m @ _f64(se_reduce_weight).flatten(1).T + _f64(se_reduce_bias), se_act)
+        s = gate(r @ _f64(se_expand_weight).flatten(1).T + _f64(se_expand_bias), se_gate)
+        h = h * s[:, :, None, None]
+    y = conv2d_im2col(h, project_weight, project_bias)
     return y + _f64(input) if residual else y
 
 

@@ -42,7 +42,9 @@ def expected_head(name):
         return "fc"
     if name.startswith(("vgg", "alexnet")):
         return "classifier.6"
-    if name.startswith("mobilenet"):
+    if name.startswith("mobilenet_v3"):
+        return "classifier.3"
+    if name.startswith(("mobilenet", "efficientnet")):
         return "classifier.1"
     assert name == "lenet5"
     return "classifier.2"

@@ -13,18 +13,32 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") == "1",
 
 triton = pytest.importorskip("triton")
 
-POINTERS = {"X", "Wt", "B", "R", "Y", "WE", "BE", "WD", "BD", "WP", "BP"}
+POINTERS = {"X", "Wt", "B", "R", "Y", "WE", "BE", "WD", "BD", "WP", "BP", "D", "WR", "BR", "WX", "BX"}
+# Buffers in the accumulation type whatever the input dtype: mbconv's SE partial sums and gate.
+ACC_POINTERS = {"P", "G"}
 PTR_TYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+
+
+def _arg_type(name, dtype, consts):
+    if name in consts:
+        return "constexpr"
+    if name in POINTERS:
+        return PTR_TYPES[dtype]
+    if name in ACC_POINTERS:
+        return "*fp64" if dtype == "fp64" else "*fp32"
+    return "i32"
 
 
 def _kernels():
     import cnnkernels.triton as ct
-    from cnnkernels.triton import add_relu, conv2d_act, dwsep_conv2d
+    from cnnkernels.triton import add_relu, conv2d_act, dwsep_conv2d, mbconv
     if ct.INTERPRET:
         pytest.skip("cnnkernels.triton was imported with TRITON_INTERPRET=1")
-    gemm = dict(KH=3, KW=3, HAS_BIAS=True, HAS_RES=True, ACT=1, POOL=False, F64=False)
+    gemm = dict(KH=3, KW=3, HAS_BIAS=True, HAS_RES=True, ACT=1, POOL=False, HAS_GATE=False, F64=False)
     fused = dict(KH=3, KW=3, HAS_EXPAND=True, HAS_BE=True, HAS_BD=True, HAS_BP=True, HAS_RES=True, EXP_ACT=2,
                  DW_ACT=2, PW_ACT=0, F64=False)
+    dw_sum = dict(KH=5, HAS_EXPAND=True, HAS_BE=True, ACT=3, F64=False)
+    se = dict(SE_ACT=3, GATE=0, F64=False, BLOCK_T=8, BLOCK_H=32, BLOCK_S=64)
     return {
         "add_relu-bf16": (add_relu._add_relu_kernel, "bf16", dict(F64=False)),
         "conv_gemm-fp16": (conv2d_act._conv_gemm_kernel, "fp16", dict(gemm, DOT=0)),
@@ -35,23 +49,34 @@ def _kernels():
         "dw_pw-bf16": (dwsep_conv2d._dw_pw_kernel, "bf16", dict(fused, DOT=0)),
         "dw_pw-fp32-noexpand": (dwsep_conv2d._dw_pw_kernel, "fp32", dict(fused, HAS_EXPAND=False, HAS_BE=False,
                                                                                 DOT=1)),
+        "dw_pw-fp16-hardswish": (dwsep_conv2d._dw_pw_kernel, "fp16", dict(fused, EXP_ACT=4, DW_ACT=3, PW_ACT=4,
+                                                                                 DOT=0)),
+        "conv_gemm-fp16-gate": (conv2d_act._conv_gemm_kernel, "fp16", dict(gemm, KH=1, KW=1, HAS_GATE=True, ACT=0,
+                                                                                  DOT=0)),
+        "dw_sum-bf16": (mbconv._dw_sum_kernel, "bf16", dict(dw_sum, DOT=0)),
+        "dw_sum-fp64-noexpand": (mbconv._dw_sum_kernel, "fp64", dict(dw_sum, HAS_EXPAND=False, HAS_BE=False, ACT=4,
+                                                                            DOT=3, F64=True)),
+        "se_gate-fp16-sigmoid": (mbconv._se_gate_kernel, "fp16", se),
+        "se_gate-fp64-hardsigmoid": (mbconv._se_gate_kernel, "fp64", dict(se, SE_ACT=1, GATE=1, F64=True)),
     }
 
 
 CASES = ["add_relu-bf16", "conv_gemm-fp16", "conv_gemm-fp32-pool", "conv_gemm-fp64", "conv_dw-fp16", "dw_pw-bf16",
-         "dw_pw-fp32-noexpand"]
+         "dw_pw-fp32-noexpand", "dw_pw-fp16-hardswish", "conv_gemm-fp16-gate", "dw_sum-bf16", "dw_sum-fp64-noexpand",
+         "se_gate-fp16-sigmoid", "se_gate-fp64-hardsigmoid"]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_compiles_for_sm90(case):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    autotuned, dtype, constexprs = _kernels()[case]
-    config = autotuned.configs[0]
+    kernel, dtype, constexprs = _kernels()[case]
+    # an autotuned kernel compiles with its first config; a plain one's case gives its block sizes
+    autotuned = hasattr(kernel, "configs")
+    config = kernel.configs[0] if autotuned else triton.Config({}, num_warps=4, num_stages=2)
     consts = dict(constexprs, **config.kwargs)
-    fn = autotuned.fn
-    signature = {name: "constexpr" if name in consts else PTR_TYPES[dtype] if name in POINTERS else "i32"
-                 for name in fn.arg_names}
+    fn = kernel.fn if autotuned else kernel
+    signature = {name: _arg_type(name, dtype, consts) for name in fn.arg_names}
     compiled = triton.compile(ASTSource(fn, signature, constexprs=consts), target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
     assert compiled.asm.get("cubin")

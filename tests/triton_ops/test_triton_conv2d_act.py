@@ -12,6 +12,7 @@ require_interpreter()
 
 from support.valid_args import AT_WINDOW_MAX, call_args  # noqa: E402
 
+from cnnkernels.ops._act import ACTIVATIONS  # noqa: E402
 from cnnkernels.ops._checks import check_conv2d_act  # noqa: E402
 from cnnkernels.ops.conv2d_act import conv2d_act_reference  # noqa: E402
 
@@ -23,7 +24,7 @@ def test_matches_reference(geom, dtype, channels_last):
     check_against_reference(OP, conv2d_act_reference, conv2d_act_args(geom, dtype, channels_last))
 
 
-@pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bias, residual", [(False, False), (True, True)], ids=["plain", "bias-res"])
 def test_epilogue(activation, bias, residual):
     geom = (1, 5, 5, 9, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1, bias, residual, activation)
@@ -31,6 +32,18 @@ def test_epilogue(activation, bias, residual):
     out = check_against_reference(OP, conv2d_act_reference, args)
     if activation == "relu6":
         assert out.max() <= 6
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")   # numpy's, in the interpreter
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_extremes(activation):
+    # NaN passes through every activation as in torch; silu's exp over- and underflows in the tails without
+    # producing NaN; hardswish's and relu6's bends at -3, 0, 3 and 6 are hit exactly
+    # (the values come in as the bias of a 1x1 conv of zeros)
+    bias = torch.tensor([float("nan"), -1e4, -100.0, -3.0, -1.0, -0.0, 0.0, 1.0, 3.0, 6.0, 100.0, 1e4])
+    args = (torch.zeros(1, 1, 2, 3), torch.ones(12, 1, 1, 1), bias, None, [1, 1], [0, 0], [1, 1], 1, activation)
+    out = op("conv2d_act_triton")(*args)
+    torch.testing.assert_close(out, conv2d_act_reference(*args), atol=0, rtol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "fp64"])
@@ -77,10 +90,12 @@ def test_bad_input(make_args):
     assert_same_error(check_conv2d_act, OP, make_args())
 
 
-@pytest.mark.parametrize("geom", ["3x3-c3-7x7", "depthwise-s2", "grouped-dilated"])
-def test_autograd(geom):
+@pytest.mark.parametrize("geom, activation", [("3x3-c3-7x7", "relu6"), ("depthwise-s2", "relu6"),
+                                              ("grouped-dilated", "relu6"), ("3x3-c3-7x7", "silu"),
+                                              ("depthwise-s2", "hardswish")])
+def test_autograd(geom, activation):
     g = list(CONV2D_ACT[geom])
-    g[-1] = "relu6"
+    g[-1] = activation
     assert_grads_match(OP, conv2d_act_reference, conv2d_act_args(tuple(g), torch.float64))
 
 

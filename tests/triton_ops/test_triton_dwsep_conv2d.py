@@ -12,6 +12,7 @@ require_interpreter()
 
 from support.valid_args import AT_WINDOW_MAX, call_args  # noqa: E402
 
+from cnnkernels.ops._act import ACTIVATIONS  # noqa: E402
 from cnnkernels.ops._checks import check_dwsep_conv2d  # noqa: E402
 from cnnkernels.ops.dwsep_conv2d import dwsep_conv2d_reference  # noqa: E402
 
@@ -23,8 +24,8 @@ def test_matches_reference(geom, dtype, channels_last):
     check_against_reference(OP, dwsep_conv2d_reference, dwsep_conv2d_args(geom, dtype, channels_last))
 
 
-@pytest.mark.parametrize("dw_act", ["none", "relu", "relu6"])
-@pytest.mark.parametrize("pw_act", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("dw_act", ACTIVATIONS)
+@pytest.mark.parametrize("pw_act", ACTIVATIONS)
 def test_activations(dw_act, pw_act):
     geom = (1, 5, 5, 9, 6, (3, 3), (1, 1), (1, 1), (1, 1), True, True, dw_act, pw_act)
     check_against_reference(OP, dwsep_conv2d_reference, dwsep_conv2d_args(geom))
@@ -75,7 +76,7 @@ def test_bad_input(make_args):
     assert_same_error(check_dwsep_conv2d, OP, make_args())
 
 
-@pytest.mark.parametrize("geom", ["c3-7x7", "c13-5x9-s2"])
+@pytest.mark.parametrize("geom", ["c3-7x7", "c13-5x9-s2", "silu-hardswish"])
 def test_autograd(geom):
     assert_grads_match(OP, dwsep_conv2d_reference, dwsep_conv2d_args(DWSEP_CONV2D[geom], torch.float64))
 

@@ -74,6 +74,9 @@ LARGE = {
                                                                       dt, True, device=DEVICE),
     "inception_block": lambda dt: ARGS["inception_block"]((4, 192, 14, 14, 64, 96, 128, (3, 3), 16, 32, (5, 5),
                                                                    32), dt, True, device=DEVICE),
+    # EfficientNet-B0's stage-4 block (expand x6, 5x5, SE 240 -> 10 -> 240, residual)
+    "mbconv": lambda dt: ARGS["mbconv"]((8, 40, 28, 28, 240, 5, 1, 10, 40, True, "silu", "silu", "sigmoid"), dt, True,
+                                        device=DEVICE),
 }
 
 

@@ -12,6 +12,7 @@ require_interpreter()
 
 from support.valid_args import AT_WINDOW_MAX, call_args  # noqa: E402
 
+from cnnkernels.ops._act import ACTIVATIONS  # noqa: E402
 from cnnkernels.ops._checks import check_inverted_residual  # noqa: E402
 from cnnkernels.ops.inverted_residual import inverted_residual_reference  # noqa: E402
 
@@ -23,7 +24,7 @@ def test_matches_reference(geom, dtype, channels_last):
     check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom, dtype, channels_last))
 
 
-@pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("expand", [True, False], ids=["expand", "noexpand"])
 def test_activations(activation, expand):
     geom = (1, 4, 5, 9, 8 if expand else None, 4, 3, 1, True, activation, True)
@@ -71,7 +72,8 @@ def test_bad_input(make_args):
     assert_same_error(check_inverted_residual, OP, make_args())
 
 
-@pytest.mark.parametrize("geom", ["expand-c3-7x7-res", "noexpand-5x9-s2"])
+@pytest.mark.parametrize("geom", ["expand-c3-7x7-res", "noexpand-5x9-s2", "expand-5x5-s2-hardswish",
+                                  "noexpand-silu-res"])
 def test_autograd(geom):
     assert_grads_match(OP, inverted_residual_reference, inverted_residual_args(INVERTED_RESIDUAL[geom], torch.float64))
 

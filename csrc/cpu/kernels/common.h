@@ -33,12 +33,15 @@ namespace {
 // conv.cpp tiles with it and table() publishes it, so the op wrappers pack weights into panels of this width.
 constexpr int NR = 2 * V;  // output channels per microkernel tile (= packed weight panel width)
 
-// NaN-propagating, like torch.relu / F.relu6.
+// NaN-propagating, like torch.relu / F.relu6 / F.silu / F.hardswish, and computed as torch's CPU kernels compute
+// SiLU (x / (1 + exp(-x))) and hard-swish (x * min(max(x + 3, 0), 6) / 6).
 inline Vec activate(Vec v, Activation act) {
   switch (act) {
     case Activation::None: return v;
     case Activation::ReLU: return vmax(v, Vec(0.f));
     case Activation::ReLU6: return vmin(vmax(v, Vec(0.f)), Vec(6.f));
+    case Activation::SiLU: return v / (Vec(1.f) + vexp(Vec(0.f) - v));
+    case Activation::HardSwish: return v * vmin(vmax(v + Vec(3.f), Vec(0.f)), Vec(6.f)) / Vec(6.f);
   }
   return v;
 }

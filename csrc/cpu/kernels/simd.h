@@ -9,8 +9,10 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -47,17 +49,52 @@ struct Vec {
     }
   }
   friend Vec operator+(Vec a, Vec b) { return _mm_add_ps(a.v, b.v); }
+  friend Vec operator-(Vec a, Vec b) { return _mm_sub_ps(a.v, b.v); }
+  friend Vec operator*(Vec a, Vec b) { return _mm_mul_ps(a.v, b.v); }
+  friend Vec operator/(Vec a, Vec b) { return _mm_div_ps(a.v, b.v); }
 };
 // SSE2 has no FMA: multiply, then add (what ATen's generic fmadd computes too).
 inline Vec vfmadd(Vec a, Vec b, Vec c) { return _mm_add_ps(_mm_mul_ps(a.v, b.v), c.v); }
 // NaN-propagating like torch.maximum/minimum: an unordered pair yields all-ones (a NaN).
 inline Vec vmax(Vec a, Vec b) { return _mm_or_ps(_mm_max_ps(a.v, b.v), _mm_cmpunord_ps(a.v, b.v)); }
 inline Vec vmin(Vec a, Vec b) { return _mm_or_ps(_mm_min_ps(a.v, b.v), _mm_cmpunord_ps(a.v, b.v)); }
+// exp in SSE2 registers (Cephes' expf polynomial, a few ulp), no libm call: a call would spill the accumulators of
+// the tile whose epilogue applies SiLU. Beyond float's range: 0 below ln(FLT_MIN), inf above ln(FLT_MAX), NaN stays.
+inline Vec vexp(Vec a) {
+  const __m128 lo = _mm_set1_ps(-87.33654475f), hi = _mm_set1_ps(88.72283935f);
+  const __m128 x = _mm_min_ps(_mm_max_ps(a.v, lo), hi);
+  const __m128i n = _mm_cvtps_epi32(_mm_mul_ps(x, _mm_set1_ps(1.44269504f)));  // round(x / ln 2)
+  const __m128 nf = _mm_cvtepi32_ps(n);
+  const __m128 r = _mm_sub_ps(_mm_sub_ps(x, _mm_mul_ps(nf, _mm_set1_ps(0.693359375f))),
+                              _mm_mul_ps(nf, _mm_set1_ps(-2.12194440e-4f)));
+  __m128 p = _mm_set1_ps(1.9875691500e-4f);
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.3981999507e-3f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(8.3334519073e-3f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(4.1665795894e-2f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.6666665459e-1f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(5.0000001201e-1f));
+  p = _mm_add_ps(_mm_add_ps(_mm_mul_ps(p, _mm_mul_ps(r, r)), r), _mm_set1_ps(1.f));
+  // 2^n in two factors, so n = 128 (x near ln(FLT_MAX)) never forms an infinite exponent.
+  const __m128i n1 = _mm_srai_epi32(n, 1), n2 = _mm_sub_epi32(n, n1);
+  const __m128i bias = _mm_set1_epi32(127);
+  p = _mm_mul_ps(p, _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n1, bias), 23)));
+  p = _mm_mul_ps(p, _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n2, bias), 23)));
+  p = _mm_andnot_ps(_mm_cmplt_ps(a.v, lo), p);
+  p = _mm_or_ps(_mm_andnot_ps(_mm_cmpgt_ps(a.v, hi), p), _mm_and_ps(_mm_cmpgt_ps(a.v, hi),
+                                                                     _mm_set1_ps(std::numeric_limits<float>::infinity())));
+  return _mm_or_ps(p, _mm_cmpunord_ps(a.v, a.v));
+}
 #else
 using Vec = at::vec::Vectorized<float>;
 inline Vec vfmadd(const Vec& a, const Vec& b, const Vec& c) { return at::vec::fmadd(a, b, c); }
 inline Vec vmax(const Vec& a, const Vec& b) { return at::vec::maximum(a, b); }
 inline Vec vmin(const Vec& a, const Vec& b) { return at::vec::minimum(a, b); }
+// ATen's intrinsics-only exp (polynomial, about 20 ulp; Vectorized::exp() would call Sleef, which libtorch does not
+// export). It clamps large inputs to FLT_MAX; they are made inf again, as std::exp gives, so SiLU's x / (1 + e^-x)
+// is -0 at -100 and NaN at -inf exactly as torch computes it.
+inline Vec vexp(const Vec& a) {
+  return Vec::blendv(a.exp_u20(), Vec(std::numeric_limits<float>::infinity()), a > Vec(88.72283935546875f));
+}
 #endif
 constexpr int V = Vec::size();
 

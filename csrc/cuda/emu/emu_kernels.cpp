@@ -8,6 +8,7 @@
 #include "cuda/dwsep_conv2d_kernel.cu"
 #include "cuda/inception_block_kernel.cu"
 #include "cuda/inverted_residual_kernel.cu"
+#include "cuda/mbconv_kernel.cu"
 
 #define CNNKERNELS_EMU_API extern "C" __attribute__((visibility("default")))
 

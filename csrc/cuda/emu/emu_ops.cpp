@@ -12,3 +12,4 @@
 #include "cuda/dwsep_conv2d.cpp"
 #include "cuda/inception_block.cpp"
 #include "cuda/inverted_residual.cpp"
+#include "cuda/mbconv.cpp"

@@ -35,6 +35,8 @@ API void cnnk_clamp_range(int64_t origin, int64_t extent, int64_t size, int64_t*
 }
 API float cnnk_act_f32(int act, float v) { return act_apply(static_cast<Act>(act), v); }
 API double cnnk_act_f64(int act, double v) { return act_apply(static_cast<Act>(act), v); }
+API float cnnk_gate_f32(int gate, float v) { return gate_apply(static_cast<Gate>(gate), v); }
+API double cnnk_gate_f64(int gate, double v) { return gate_apply(static_cast<Gate>(gate), v); }
 API float cnnk_max_nan_f32(float m, float v) { return max_nan(m, v); }
 API int cnnk_chunk_k(int t_bytes) { return chunk_k(t_bytes); }
 API void cnnk_constants(int64_t* out) {

@@ -41,6 +41,8 @@ CONV2D_ACT = {
     "depthwise-x2": (1, 4, 5, 9, 8, (3, 3), (1, 1), (1, 1), (1, 1), 4, False, False, "relu"),
     "grouped-dilated": (1, 6, 7, 7, 12, (3, 3), (1, 1), (2, 2), (2, 2), 3, False, False, "relu"),
     "1x3-s2x1-pad0x1": (1, 3, 5, 9, 7, (1, 3), (2, 1), (0, 1), (1, 1), 1, True, False, "none"),
+    "3x3-s2-silu": (1, 6, 7, 7, 5, (3, 3), (2, 2), (1, 1), (1, 1), 1, True, False, "silu"),
+    "depthwise-hardswish": (1, 8, 5, 9, 8, (5, 5), (1, 1), (2, 2), (1, 1), 8, True, True, "hardswish"),
     "multi-tile": (1, 40, 5, 5, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, "relu"),
 }
 
@@ -64,6 +66,7 @@ DWSEP_CONV2D = {
     "5x5": (1, 13, 7, 7, 3, (5, 5), (1, 1), (2, 2), (1, 1), True, False, "none", "relu"),
     "s2x1-dil2x1": (1, 6, 5, 9, 7, (3, 3), (2, 1), (2, 1), (2, 1), True, True, "relu", "relu"),
     "s2-relu6": (2, 13, 7, 7, 13, (3, 3), (2, 2), (1, 1), (1, 1), True, True, "relu6", "relu6"),
+    "silu-hardswish": (2, 6, 5, 9, 7, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "silu", "hardswish"),
     "multi-tile": (1, 40, 5, 5, 70, (3, 3), (1, 1), (1, 1), (1, 1), True, True, "relu", "none"),
 }
 
@@ -85,6 +88,8 @@ INVERTED_RESIDUAL = {
     "noexpand-c13-res": (1, 13, 7, 7, None, 13, 3, 1, True, "relu6", False),
     "noexpand-5x9-s2": (1, 13, 5, 9, None, 7, 3, 2, False, "none", False),
     "expand-5x5-nobias": (1, 5, 7, 7, 16, 5, 5, 1, True, "relu", False),
+    "expand-5x5-s2-hardswish": (1, 6, 7, 7, 16, 9, 5, 2, False, "hardswish", True),
+    "noexpand-silu-res": (2, 7, 5, 9, None, 7, 3, 1, True, "silu", False),
     "multi-tile": (1, 20, 5, 5, 40, 36, 3, 1, False, "relu6", True),
 }
 
@@ -120,7 +125,37 @@ def inception_block_args(geom, dtype=torch.float32, channels_last=False, device=
             *wb(c2, c2r, k2), *wb(c3r, C, (1, 1)), *wb(c3, c3r, k3), *wb(c4, C, (1, 1)))
 
 
+# ---- mbconv: N, C, H, W, hidden (None: no expansion), k, stride, squeeze (None: no SE), Cout, residual, activation,
+# se_activation, se_gate. "multi-tile" spans several tiles of every block dimension of the three SE-path kernels in
+# their first config (pixel tiles, hidden, input and output channel blocks), "noexpand-17x17" several blocks of the SE
+# kernel's loop over the pixel tiles' sums (more than 8 tiles), more cheaply without the expansion.
+MBCONV = {
+    "x12-k3-se3-res-silu": (2, 4, 7, 7, 12, 3, 1, 3, 4, True, "silu", "silu", "sigmoid"),
+    "x20-k5-s2-se5-hardswish": (1, 6, 5, 9, 20, 5, 2, 5, 7, False, "hardswish", "relu", "hardsigmoid"),
+    "noexpand-k3-se2-res-silu": (1, 8, 7, 7, None, 3, 1, 2, 8, True, "silu", "silu", "sigmoid"),
+    "noexpand-k5-s2-se1-relu": (2, 5, 5, 9, None, 5, 2, 1, 6, False, "relu", "hardswish", "hardsigmoid"),
+    "x16-k3-nose-res-hardswish": (2, 5, 7, 7, 16, 3, 1, None, 5, True, "hardswish", "relu", "sigmoid"),
+    "noexpand-k5-s2-nose-relu6": (1, 13, 5, 9, None, 5, 2, None, 6, False, "relu6", "relu", "sigmoid"),
+    "noexpand-17x17-se2-res-hardswish": (1, 8, 17, 17, None, 3, 1, 2, 8, True, "hardswish", "relu", "hardsigmoid"),
+    "multi-tile": (1, 20, 9, 9, 40, 3, 1, 10, 36, False, "silu", "silu", "sigmoid"),
+}
+
+
+def mbconv_args(geom, dtype=torch.float32, channels_last=False, device="cpu"):
+    N, C, H, W, hid, k, stride, squeeze, Cout, residual, act, se_act, se_gate = geom
+    expand = hid is not None
+    hid = hid if expand else C
+
+    def pw(cout, cin, scale):
+        return make((cout, cin, 1, 1), dtype, scale=scale, device=device), make((cout,), dtype, device=device)
+
+    se = (*pw(squeeze, hid, 0.4), *pw(hid, squeeze, 0.4)) if squeeze is not None else (None,) * 4
+    return (make((N, C, H, W), dtype, channels_last, device=device), *(pw(hid, C, 0.4) if expand else (None, None)),
+            make((hid, 1, k, k), dtype, scale=0.4, device=device), make((hid,), dtype, device=device), *se,
+            *pw(Cout, hid, 0.3), stride, residual, act, se_act, se_gate)
+
+
 GEOMETRIES = {"add_relu": ADD_RELU, "conv2d_act": CONV2D_ACT, "dwsep_conv2d": DWSEP_CONV2D,
-              "inverted_residual": INVERTED_RESIDUAL, "inception_block": INCEPTION_BLOCK}
+              "inverted_residual": INVERTED_RESIDUAL, "inception_block": INCEPTION_BLOCK, "mbconv": MBCONV}
 ARGS = {"add_relu": add_relu_args, "conv2d_act": conv2d_act_args, "dwsep_conv2d": dwsep_conv2d_args,
-        "inverted_residual": inverted_residual_args, "inception_block": inception_block_args}
+        "inverted_residual": inverted_residual_args, "inception_block": inception_block_args, "mbconv": mbconv_args}
