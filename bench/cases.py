@@ -7,7 +7,8 @@ an op, its input size and the op's parameters. Batch size and dtype come from th
 Each op also defines its work once, from the same shapes: `flops` (2 x the multiply-adds of its convolutions) and
 `min_bytes` (every input, weight and the output moved once), from which run.py derives achieved GFLOP/s and GB/s.
 
-Layer names follow torchvision's module paths (resnet18, resnet50, mobilenet_v2, googlenet). torchvision has no
+Layer names follow torchvision's module paths (resnet18, resnet50, mobilenet_v2, googlenet, efficientnet_b0,
+mobilenet_v3_large). torchvision has no
 MobileNet v1: its names follow the usual `features` Sequential of separate layers [conv, dw, pw, dw, pw, ...], and a
 depthwise-separable case is named after its pointwise layer.
 """
@@ -22,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from cnnkernels.ops._act import apply_activation as _act
+from cnnkernels.ops._act import apply_activation as _act, apply_gate as _gate
 
 Tensors = Dict[str, Optional[torch.Tensor]]
 Shapes = Dict[str, Optional[Tuple[int, ...]]]
@@ -309,6 +310,76 @@ class InvertedResidual(OpSpec):
                 f"@{case.hw}")
 
 
+class MBConv(OpSpec):
+    """params: hidden, cout, k (3 or 5), stride, activation, se (squeeze channels; 0: no SE stage), se_activation,
+    se_gate. As in torchvision's EfficientNet and MobileNet v3 blocks, there is no expand conv when hidden == cin,
+    and a residual when stride 1 and cin == cout."""
+
+    op = "mbconv"
+
+    def _expand(self, case):
+        return case.params["hidden"] != case.cin
+
+    def _residual(self, case):
+        return case.params["stride"] == 1 and case.cin == case.params["cout"]
+
+    def _out_hw(self, case):
+        k = case.params["k"]
+        return out_size(case.hw, k, case.params["stride"], k // 2)
+
+    def weight_shapes(self, case):
+        p, hid, se = case.params, case.params["hidden"], case.params["se"]
+        w: Shapes = {"expand_weight": None, "expand_bias": None}
+        if self._expand(case):
+            w = {"expand_weight": (hid, case.cin, 1, 1), "expand_bias": (hid,)}
+        w.update({"dw_weight": (hid, 1, p["k"], p["k"]), "dw_bias": (hid,)})
+        if se:
+            w.update({"se_reduce_weight": (se, hid, 1, 1), "se_reduce_bias": (se,),
+                      "se_expand_weight": (hid, se, 1, 1), "se_expand_bias": (hid,)})
+        else:
+            w.update(dict.fromkeys(("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias")))
+        w.update({"project_weight": (p["cout"], hid, 1, 1), "project_bias": (p["cout"],)})
+        return w
+
+    def out_shape(self, case, batch):
+        ho = self._out_hw(case)
+        return (batch, case.params["cout"], ho, ho)
+
+    def flops(self, case, batch):
+        p, hid, se = case.params, case.params["hidden"], case.params["se"]
+        expand = conv_flops(batch, case.cin, hid, case.hw, 1) if self._expand(case) else 0
+        # The SE convs run on the pooled 1x1 map, as in cnnkernels' mbconv_macs (and torchvision's _ops): cheap, but
+        # counted, so the rate is that of the whole block
+        squeeze = conv_flops(batch, hid, se, 1, 1) + conv_flops(batch, se, hid, 1, 1) if se else 0
+        return (expand + conv_flops(batch, hid, hid, case.hw, p["k"], p["stride"], p["k"] // 2, groups=hid)
+                + squeeze + conv_flops(batch, hid, p["cout"], self._out_hw(case), 1))
+
+    def eager(self, case, x, acts, w):
+        p, hid = case.params, case.params["hidden"]
+        y = x
+        if w["expand_weight"] is not None:
+            y = _act(F.conv2d(y, w["expand_weight"], w["expand_bias"]), p["activation"])
+        y = _act(F.conv2d(y, w["dw_weight"], w["dw_bias"], p["stride"], p["k"] // 2, 1, hid), p["activation"])
+        if w["se_reduce_weight"] is not None:
+            s = _act(F.conv2d(y.mean((2, 3), keepdim=True), w["se_reduce_weight"], w["se_reduce_bias"]),
+                     p["se_activation"])
+            y = y * _gate(F.conv2d(s, w["se_expand_weight"], w["se_expand_bias"]), p["se_gate"])
+        y = F.conv2d(y, w["project_weight"], w["project_bias"])
+        return y + x if self._residual(case) else y
+
+    def op_args(self, case, x, acts, w):
+        p = case.params
+        return {"input": x, **w, "stride": p["stride"], "residual": self._residual(case),
+                "activation": p["activation"], "se_activation": p["se_activation"], "se_gate": p["se_gate"]}
+
+    def describe(self, case):
+        p = case.params
+        res = " + residual" if self._residual(case) else ""
+        se = f" SE {p['se']} {p['se_activation']}/{p['se_gate']}" if p["se"] else ""
+        return (f"{case.cin}->{p['hidden']}->{p['cout']} k{p['k']} s{p['stride']}{res} {p['activation']}{se} "
+                f"@{case.hw}")
+
+
 class InceptionBlock(OpSpec):
     """params: c1, c3r, c3, c5r, c5, cp (torchvision's Inception(in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5,
     pool_proj)); torchvision's "5x5" branch uses a 3x3 kernel, so does this one. Every conv is followed by ReLU."""
@@ -354,11 +425,23 @@ class InceptionBlock(OpSpec):
 
 
 OPS: Dict[str, OpSpec] = {s.op: s for s in (AddRelu(), Conv2dAct(), DwsepConv2d(), InvertedResidual(),
-                                            InceptionBlock())}
+                                            MBConv(), InceptionBlock())}
 
 
 def _incep(name, cin, hw, c1, c3r, c3, c5r, c5, cp):
     return Case(name, "inception_block", cin, hw, dict(c1=c1, c3r=c3r, c3=c3, c5r=c5r, c5=c5, cp=cp))
+
+
+def _effnet(name, cin, hw, hidden, cout, k, stride, se):
+    # EfficientNet: SiLU everywhere, sigmoid gate; every block has SE, squeezing to a quarter of the block's input
+    return Case(name, "mbconv", cin, hw, dict(hidden=hidden, cout=cout, k=k, stride=stride, activation="silu", se=se,
+                                              se_activation="silu", se_gate="sigmoid"))
+
+
+def _mnv3(name, cin, hw, hidden, cout, k, stride, activation, se=0):
+    # MobileNet v3: the SE stage is ReLU + hardsigmoid whatever the block's activation
+    return Case(name, "mbconv", cin, hw, dict(hidden=hidden, cout=cout, k=k, stride=stride, activation=activation,
+                                              se=se, se_activation="relu", se_gate="hardsigmoid"))
 
 
 CASES: List[Case] = [
@@ -379,6 +462,16 @@ CASES: List[Case] = [
          dict(cout=160, expand=6, stride=2, activation="relu6")),
     Case("mobilenet_v2.features.15", "inverted_residual", 160, 7,
          dict(cout=160, expand=6, stride=1, activation="relu6")),
+    # shapes as torchvision 0.29 builds them (checked by instantiating the models): features.N.M is stage N, block M
+    _effnet("efficientnet_b0.features.1.0", 32, 112, 32, 16, 3, 1, 8),        # no expand conv
+    _effnet("efficientnet_b0.features.2.0", 16, 112, 96, 24, 3, 2, 4),
+    _effnet("efficientnet_b0.features.3.0", 24, 56, 144, 40, 5, 2, 6),
+    _effnet("efficientnet_b0.features.4.1", 80, 14, 480, 80, 3, 1, 20),
+    _effnet("efficientnet_b0.features.6.1", 192, 7, 1152, 192, 5, 1, 48),
+    _mnv3("mobilenet_v3_large.features.4", 24, 56, 72, 40, 5, 2, "relu", se=24),
+    _mnv3("mobilenet_v3_large.features.7", 40, 28, 240, 80, 3, 2, "hardswish"),  # no SE: the inverted_residual path
+    _mnv3("mobilenet_v3_large.features.12", 112, 14, 672, 112, 3, 1, "hardswish", se=168),
+    _mnv3("mobilenet_v3_large.features.13", 112, 14, 672, 160, 5, 2, "hardswish", se=168),
     _incep("googlenet.inception3a", 192, 28, 64, 96, 128, 16, 32, 32),
     _incep("googlenet.inception4a", 480, 14, 192, 96, 208, 16, 48, 64),
     _incep("googlenet.inception5b", 832, 7, 384, 192, 384, 48, 128, 128),

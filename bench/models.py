@@ -56,7 +56,7 @@ from stats import summary
 HERE = Path(__file__).resolve().parent
 CL = torch.channels_last
 
-DEFAULT_MODELS = ["mobilenet_v2", "resnet18", "resnet50", "googlenet"]
+DEFAULT_MODELS = ["mobilenet_v2", "resnet18", "resnet50", "googlenet", "efficientnet_b0", "mobilenet_v3_large"]
 TORCH_PROVIDERS = ["cnnkernels", "eager-nchw", "eager-cl", "compile"]
 EXTERNAL_PROVIDERS = ["onnxruntime", "openvino"]
 MODEL_PROVIDERS = TORCH_PROVIDERS + EXTERNAL_PROVIDERS

@@ -6,7 +6,8 @@ With --models: whole networks (cnnkernels.optimize vs eager, torch.compile, ONNX
     python bench/run.py --filter googlenet --threads 1 --json out.json --csv out.csv
     python bench/run.py --markdown bench/results/cpu-op-level.md --plot ops.png
     python bench/run.py --device cuda --dtype float16   # cnnkernels-cuda/-triton vs cuDNN and torch.compile
-    python bench/run.py --models                # mobilenet_v2, resnet18, resnet50, googlenet at batch 1
+    python bench/run.py --models                # mobilenet_v2, resnet18, resnet50, googlenet, efficientnet_b0,
+                                                # mobilenet_v3_large at batch 1
     python bench/run.py --models all --batch 1,8,32 --json m.json --plot m.png
     python bench/run.py --models --quick --model resnet18 --no-compile   # smoke run, 64x64 input
 
@@ -435,8 +436,8 @@ def parse_args(argv=None):
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     mg = ap.add_argument_group("model level (bench/models.py)")
     mg.add_argument("--models", nargs="?", const="default", default=None, metavar="default|all|NAME[,NAME]",
-                    help="benchmark whole models instead of ops (no value: mobilenet_v2,resnet18,resnet50,googlenet;"
-                         " 'all': every cnnkernels.models model)")
+                    help="benchmark whole models instead of ops (no value: mobilenet_v2,resnet18,resnet50,googlenet,"
+                         "efficientnet_b0,mobilenet_v3_large; 'all': every cnnkernels.models model)")
     mg.add_argument("--model", action="append", default=[], metavar="NAME",
                     help="a model to benchmark (repeatable or comma-separated; implies --models)")
     mg.add_argument("--size", type=int, default=None, help="input height = width (default 224; --quick: 64)")
@@ -472,8 +473,9 @@ def main(argv=None) -> int:
         return main_models(args, threads, machine_info(threads))
     cases = [c for c in CASES if not args.filter or any(re.search(f, c.name) for f in args.filter)]
     if args.list:
+        width = max((len(c.name) for c in cases), default=0)
         for c in cases:
-            print(f"{c.name:<28} {c.op:<18} {c.describe()}")
+            print(f"{c.name:<{width}}  {c.op:<18} {c.describe()}")
         return 0
     if not cases:
         print(f"no case matches {args.filter}; cases: {', '.join(c.name for c in CASES)}", file=sys.stderr)

@@ -5,11 +5,11 @@
    EfficientNet MBConv and MobileNetV3 InvertedResidual (-> MBConv), GoogLeNet Inception and BasicConv2d,
    Conv2dNormActivation -> ConvBNAct, and plain nn.Sequentials holding a Conv2d [+ BatchNorm]
    [+ ReLU/ReLU6/SiLU/Hardswish] run -> FusedSequential (same children, same indices), nn.Linear ->
-   cnnkernels.nn.Linear (a 1x1 conv2d_act over the batch). A replacement that
-   could not fuse anything (GroupNorm, unusual activations, ...) is undone. cnnkernels modules stay as they are.
-   Every other module is left untouched (its children are still visited).
+   cnnkernels.nn.Linear (a 1x1 conv2d_act over the batch); timm's blocks, stems and heads (cnnkernels/_timm.py).
+   A replacement that could not fuse anything (GroupNorm, unusual activations, ...) is undone. cnnkernels modules
+   stay as they are. Every other module is left untouched (its children are still visited).
 2. Every BatchNorm that directly follows a convolution in one of those modules is folded into the convolution's
-   weight and bias for good and replaced by nn.Identity.
+   weight and bias for good and replaced by nn.Identity (a timm BatchNormAct2d by its activation).
 3. Parameters are converted to `memory_format` and a forward pre-hook converts 4-D inputs to it.
 
 Outputs match the original model within fp32 rounding; the result is for inference (eval mode) only.
@@ -24,11 +24,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from cnnkernels import _timm
 from cnnkernels._library import weight_cache_freeze
 from cnnkernels._optional import loaded_class
 from cnnkernels.models.resnet import ResNet
 import cnnkernels.nn as cnn
-from cnnkernels.nn._fold import FoldCacheMixin, fold_conv_bn, is_foldable_norm
+from cnnkernels.nn._fold import FoldCacheMixin, conv_is_fusable, fold_conv_bn, is_foldable_norm
 
 __all__ = ["optimize"]
 
@@ -77,6 +78,28 @@ def _describe(m: nn.Module) -> Optional[str]:
     return m.describe_fusion() if isinstance(m, FoldCacheMixin) else None
 
 
+def _fuse_conv_norm_act(m: nn.Module, path: str, log: List[Tuple[str, str, str, str]]) -> None:
+    """Puts a ConvNormAct in the conv's place of each conv -> norm [-> activation] run that m's forward makes of its
+    attributes (timm's stems and heads), and nn.Identity in the norm's and the activation's."""
+    for conv_name, norm_name, act_name in _timm.conv_norm_act_slots(m):
+        conv, norm = m._modules.get(conv_name), m._modules.get(norm_name)
+        act = m._modules.get(act_name) if act_name else nn.Identity()
+        if not conv_is_fusable(conv) or norm is None or act is None:
+            continue
+        new = _adopt(_timm.ConvNormAct, conv)
+        new.norm, new.act = norm, act
+        desc = _describe(new)
+        if desc is None:
+            continue
+        setattr(m, conv_name, new)
+        for name in (norm_name, act_name):
+            if name:
+                setattr(m, name, nn.Identity().train(m.training))
+        parts = " + ".join(n for n in (conv_name, norm_name, act_name) if n)
+        log.append((f"{path}.{conv_name}" if path else conv_name, f"{type(m).__module__}.{type(m).__qualname__} "
+                    f"{parts}", "cnnkernels._timm.ConvNormAct", desc))
+
+
 def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[str, str, str, str]]) -> nn.Module:
     for name, child in list(m._modules.items()):
         if child is None:
@@ -90,6 +113,7 @@ def _convert(m: nn.Module, path: str, table: Dict[type, type], log: List[Tuple[s
             log.append((path or "<model>", f"cnnkernels.nn.{type(m).__name__}" if type(m).__module__.startswith(
                 "cnnkernels.nn") else f"{type(m).__module__}.{type(m).__name__}", "(kept)", desc))
         return m
+    _fuse_conv_norm_act(m, path, log)
     target = table.get(type(m)) or _ALWAYS.get(type(m))
     if target is None and type(m) is nn.Sequential:
         target = cnn.FusedSequential
@@ -114,13 +138,14 @@ def _bake(model: nn.Module, prefix_of: Dict[int, str], log: List[str]) -> int:
             continue
         for conv, owner, name in list(m.conv_bn_pairs()):
             norm = getattr(owner, name)
-            if id(conv) in done or not is_foldable_norm(norm):
+            rest = _timm.norm_act_remainder(norm)  # what a timm BatchNormAct2d leaves in its place
+            if id(conv) in done or not (is_foldable_norm(norm) or rest is not None):
                 continue
             w, b = fold_conv_bn(conv, norm)
             req = conv.weight.requires_grad
             conv.weight = nn.Parameter(w.detach().clone(), requires_grad=req)
             conv.bias = nn.Parameter(b.detach().clone(), requires_grad=req)
-            setattr(owner, name, nn.Identity().train(norm.training))
+            setattr(owner, name, (rest if rest is not None else nn.Identity()).train(norm.training))
             done.add(id(conv))
             count += 1
             p = prefix_of.get(id(owner), "?")
@@ -132,7 +157,12 @@ class _InputMemoryFormat:
     """Forward pre-hook: converts 4-D tensor inputs to the model's memory format."""
 
     def __init__(self, memory_format: torch.memory_format) -> None:
-        self.memory_format = memory_format
+        # By name: torch.memory_format objects do not pickle, and the hook goes wherever torch.save takes the model.
+        self.format_name = str(memory_format).replace("torch.", "")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return getattr(torch, self.format_name)
 
     def __call__(self, module, args):
         if any(isinstance(a, torch.Tensor) and a.dim() == 4 for a in args):
@@ -143,10 +173,10 @@ class _InputMemoryFormat:
 
 def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional[torch.memory_format] =
              torch.channels_last, freeze: bool = False, verbose: bool = False) -> nn.Module:
-    """Returns an inference version of `model` (a cnnkernels model, a torchvision model, or any module tree holding
-    torchvision-style blocks): BatchNorm folded into the convolutions, known blocks replaced by cnnkernels.nn modules
-    that call the fused ops, parameters and inputs in `memory_format` (None: leave as they are). The model must be in
-    eval mode. It is deep-copied first unless inplace=True. verbose=True prints what was fused and folded.
+    """Returns an inference version of `model` (a cnnkernels, torchvision or timm model, or any module tree holding
+    torchvision-style or timm blocks): BatchNorm folded into the convolutions, known blocks replaced by cnnkernels
+    modules that call the fused ops, parameters and inputs in `memory_format` (None: leave as they are). The model
+    must be in eval mode. It is deep-copied first unless inplace=True. verbose=True prints what was fused and folded.
 
     freeze=True (like torch.compile's `freezing`): the CPU kernels' packed-weight cache trusts the weights' version
     counters instead of re-reading every weight on every call to prove it unchanged, which saves one pass over the
@@ -185,7 +215,7 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
         if not inplace:
             model = copy.deepcopy(model)
         log: List[Tuple[str, str, str, str]] = []
-        model = _convert(model, "", _torchvision_map(), log)
+        model = _convert(model, "", {**_torchvision_map(), **_timm.timm_map()}, log)
         prefix_of = {id(m): name for name, m in model.named_modules()}
         folded: List[str] = []
         n_folded = _bake(model, prefix_of, folded)

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from cnnkernels import ops
 from cnnkernels._optional import is_instance_of
-from cnnkernels.nn._fold import (FoldCacheMixin, activation_name, conv_is_fusable, conv_unit, fold_conv_bn,
-                                 gate_name, _FUSION)
+from cnnkernels.nn._fold import (ConvUnit, FoldCacheMixin, activation_name, conv_is_fusable, conv_unit,
+                                 fold_conv_bn, gate_name, _FUSION)
 from cnnkernels.nn.fused import ConvBNAct, bias_or_zeros, is_1x1, is_same_odd
 
 __all__ = ["MBConv", "SqueezeExcitation", "StochasticDepth"]
@@ -87,20 +87,52 @@ def _is_identity_in_eval(m: Optional[nn.Module]) -> bool:
     return False
 
 
-def _se_tensors(se: nn.Module, hidden: int):
-    """(fc1 weight, fc1 bias, fc2 weight, fc2 bias, activation, gate) of a squeeze-and-excitation module the op can
-    run on `hidden` channels, else None."""
+def se_tensors(reduce: nn.Module, expand: nn.Module, activation: Optional[str], gate: Optional[str]):
+    """(reduce weight, reduce bias, expand weight, expand bias, activation, gate) of a squeeze-and-excitation
+    x * gate(expand(activation(reduce(mean over H, W of x)))) that mbconv can run (activation and gate as
+    activation_name / gate_name give them), else None."""
+    if activation is None or gate is None:
+        return None
+    if not (conv_is_fusable(reduce) and conv_is_fusable(expand) and is_1x1(reduce) and is_1x1(expand)
+            and expand.in_channels == reduce.out_channels and expand.out_channels == reduce.in_channels):
+        return None
+    return (reduce.weight, bias_or_zeros(reduce.weight, reduce.bias), expand.weight,
+            bias_or_zeros(expand.weight, expand.bias), activation, gate)
+
+
+def _se_tensors(se: nn.Module):
+    """se_tensors of a (torchvision or cnnkernels) SqueezeExcitation."""
     pool = se.avgpool
     if type(pool) is not nn.AdaptiveAvgPool2d or pool.output_size not in (1, (1, 1)):
         return None
-    fc1, fc2 = se.fc1, se.fc2
-    if not (conv_is_fusable(fc1) and conv_is_fusable(fc2) and is_1x1(fc1) and is_1x1(fc2)
-            and fc1.in_channels == hidden and fc2.out_channels == hidden and fc2.in_channels == fc1.out_channels):
+    return se_tensors(se.fc1, se.fc2, activation_name(se.activation), gate_name(se.scale_activation))
+
+
+def mbconv_fold(eu: Optional[ConvUnit], du: ConvUnit, se: Optional[tuple], pu: ConvUnit, residual: bool):
+    """mbconv's arguments but the input and `residual`, with BatchNorm folded, for the expand (None: no expansion),
+    depthwise and project units and the SE tensors (se_tensors; None: no SE) of a block whose output gets `+ input`
+    when `residual`; None when the op cannot run them: kernel other than 3 or 5, dilation, different expand and
+    depthwise activations, an activation after the project conv, widths that do not chain."""
+    if pu.act != "none" or not is_1x1(pu.conv) or (eu is not None and (not is_1x1(eu.conv) or eu.act != du.act)):
         return None
-    act, gate = activation_name(se.activation), gate_name(se.scale_activation)
-    if act is None or gate is None:
+    dc = du.conv
+    hidden = dc.in_channels
+    (kh, kw), (sh, sw) = dc.kernel_size, dc.stride
+    if not (dc.groups == hidden and dc.out_channels == hidden and is_same_odd(dc) and kh == kw and kh in (3, 5)
+            and sh == sw and sh in (1, 2) and pu.conv.in_channels == hidden
+            and (eu is None or eu.conv.out_channels == hidden)):
         return None
-    return fc1.weight, bias_or_zeros(fc1.weight, fc1.bias), fc2.weight, bias_or_zeros(fc2.weight, fc2.bias), act, gate
+    cin = eu.conv.in_channels if eu is not None else hidden
+    if residual and (sh != 1 or pu.conv.out_channels != cin):
+        return None
+    if se is not None and se[0].shape[1] != hidden:
+        return None
+    ew, eb = fold_conv_bn(eu.conv, eu.norm) if eu is not None else (None, None)
+    dw, db = fold_conv_bn(dc, du.norm)
+    pw, pb = fold_conv_bn(pu.conv, pu.norm)
+    sr_w, sr_b, se_w, se_b, se_act, gate = se if se is not None else (None, None, None, None, "none", "sigmoid")
+    return (ew, eb, dw, bias_or_zeros(dw, db), sr_w, sr_b, se_w, se_b, pw, bias_or_zeros(pw, pb), sh, du.act,
+            se_act, gate)
 
 
 class MBConv(FoldCacheMixin, nn.Module):
@@ -155,39 +187,27 @@ class MBConv(FoldCacheMixin, nn.Module):
             return None
         pu = conv_unit(layers.pop())
         se = layers.pop() if layers and _is_se(layers[-1]) else None
-        if pu is None or pu.act != "none" or not is_1x1(pu.conv) or not 1 <= len(layers) <= 2:
+        if pu is None or not 1 <= len(layers) <= 2:
             return None
         du = conv_unit(layers[-1])
         eu = conv_unit(layers[0]) if len(layers) == 2 else None
-        if du is None or (len(layers) == 2 and (eu is None or not is_1x1(eu.conv) or eu.act != du.act)):
+        if du is None or (len(layers) == 2 and eu is None):
             return None
-        dc = du.conv
-        hidden = dc.in_channels
-        (kh, kw), (sh, sw) = dc.kernel_size, dc.stride
-        if not (dc.groups == hidden and dc.out_channels == hidden and is_same_odd(dc) and kh == kw and kh in (3, 5)
-                and sh == sw and sh in (1, 2) and pu.conv.in_channels == hidden
-                and (eu is None or eu.conv.out_channels == hidden)):
-            return None
-        cin = eu.conv.in_channels if eu is not None else hidden
-        if self.use_res_connect and (sh != 1 or pu.conv.out_channels != cin):
-            return None
-        se_part = (None, None, None, None, "none", "sigmoid")
+        se_part = None
         if se is not None:
-            se_part = _se_tensors(se, hidden)
+            se_part = _se_tensors(se)
             if se_part is None:
                 return None
-        ew, eb = fold_conv_bn(eu.conv, eu.norm) if eu is not None else (None, None)
-        dw, db = fold_conv_bn(dc, du.norm)
-        pw, pb = fold_conv_bn(pu.conv, pu.norm)
-        sr_w, sr_b, se_w, se_b, se_act, gate = se_part
-        return (ew, eb, dw, bias_or_zeros(dw, db), sr_w, sr_b, se_w, se_b, pw, bias_or_zeros(pw, pb), sh, du.act,
-                se_act, gate)
+        return mbconv_fold(eu, du, se_part, pu, self.use_res_connect)
+
+    def _run_folded(self, input: Tensor, f) -> Tensor:
+        return ops.mbconv(input, *f[:10], f[10], bool(self.use_res_connect), *f[11:])
 
     def forward(self, input: Tensor) -> Tensor:
         if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
-                return ops.mbconv(input, *f[:10], f[10], bool(self.use_res_connect), *f[11:])
+                return self._run_folded(input, f)
         result = self.block(input)
         if self.use_res_connect:
             sd = self._modules.get("stochastic_depth")  # absent in MobileNet v3's layout

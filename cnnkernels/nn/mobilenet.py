@@ -8,11 +8,20 @@ from typing import Callable, List, Optional
 from torch import Tensor, nn
 
 from cnnkernels import ops
-from cnnkernels.nn._fold import (FoldCacheMixin, conv_is_fusable, conv_unit, fold_conv_bn, is_batchnorm,
-                                 is_foldable_norm, _FUSION)
+from cnnkernels.nn._fold import (ConvUnit, FoldCacheMixin, conv_is_fusable, conv_unit, fold_conv_bn,
+                                 is_batchnorm, is_foldable_norm, _FUSION)
 from cnnkernels.nn.fused import ConvBNAct, IntOr2, bias_or_zeros, is_1x1, is_same_odd
 
 __all__ = ["DepthwiseSeparableConv2d", "InvertedResidual"]
+
+
+def dwsep_fold(du: ConvUnit, pu: ConvUnit):
+    """((dw weight, dw bias), dw activation, (pw weight, pw bias), pw activation) for dwsep_conv2d, BatchNorm folded,
+    from a depthwise and a pointwise unit; None when they are not that."""
+    c = du.conv.in_channels
+    if not (du.conv.groups == c and du.conv.out_channels == c and is_1x1(pu.conv)):
+        return None
+    return fold_conv_bn(du.conv, du.norm), du.act, fold_conv_bn(pu.conv, pu.norm), pu.act
 
 
 class DepthwiseSeparableConv2d(FoldCacheMixin, nn.Module):
@@ -35,12 +44,7 @@ class DepthwiseSeparableConv2d(FoldCacheMixin, nn.Module):
 
     def _compute_fold(self):
         du, pu = conv_unit(self.depthwise), conv_unit(self.pointwise)
-        if du is None or pu is None:
-            return None
-        c = du.conv.in_channels
-        if not (du.conv.groups == c and du.conv.out_channels == c and is_1x1(pu.conv)):
-            return None
-        return fold_conv_bn(du.conv, du.norm), du.act, fold_conv_bn(pu.conv, pu.norm), pu.act
+        return None if du is None or pu is None else dwsep_fold(du, pu)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and _FUSION["enabled"]:

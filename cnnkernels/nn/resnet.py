@@ -98,13 +98,16 @@ class BasicBlock(_ResidualBlock):
         return fold_conv_bn(self.conv1, self.bn1), fold_conv_bn(self.conv2, self.bn2), \
             _fold_shortcut(self.downsample)
 
+    def _run_folded(self, x: Tensor, f) -> Tensor:
+        (w1, b1), (w2, b2), ds = f
+        out = conv_act(x, self.conv1, w1, b1, "relu")
+        return conv_act(out, self.conv2, w2, b2, "relu", residual=self._shortcut(x, ds))
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
-                (w1, b1), (w2, b2), ds = f
-                out = conv_act(x, self.conv1, w1, b1, "relu")
-                return conv_act(out, self.conv2, w2, b2, "relu", residual=self._shortcut(x, ds))
+                return self._run_folded(x, f)
         identity = x
         out = self.conv1(x)
         out = self.bn1(out)
@@ -151,14 +154,17 @@ class Bottleneck(_ResidualBlock):
             return None
         return tuple(fold_conv_bn(c, n) for c, n in zip(convs, norms)) + (_fold_shortcut(self.downsample),)
 
+    def _run_folded(self, x: Tensor, f) -> Tensor:
+        (w1, b1), (w2, b2), (w3, b3), ds = f
+        out = conv_act(x, self.conv1, w1, b1, "relu")
+        out = conv_act(out, self.conv2, w2, b2, "relu")
+        return conv_act(out, self.conv3, w3, b3, "relu", residual=self._shortcut(x, ds))
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and _FUSION["enabled"]:
             f = self.folded()
             if f is not None:
-                (w1, b1), (w2, b2), (w3, b3), ds = f
-                out = conv_act(x, self.conv1, w1, b1, "relu")
-                out = conv_act(out, self.conv2, w2, b2, "relu")
-                return conv_act(out, self.conv3, w3, b3, "relu", residual=self._shortcut(x, ds))
+                return self._run_folded(x, f)
         identity = x
         out = self.conv1(x)
         out = self.bn1(out)

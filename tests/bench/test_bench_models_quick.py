@@ -51,11 +51,9 @@ def test_bench_models_quick(tmp_path):
     assert (tmp_path / "models.csv").read_text().count("\n") == 1 + len(res)
 
 
-def test_model_check_reports_a_mismatch():
-    """A model output that differs from the eager one is an error, not a time."""
+def _bench_models():
+    """bench/models.py, imported without leaving bench/ on sys.path or the module in sys.modules."""
     import sys
-
-    import torch
 
     sys.path.insert(0, str(REPO / "bench"))
     try:
@@ -64,9 +62,48 @@ def test_model_check_reports_a_mismatch():
         while str(REPO / "bench") in sys.path:
             sys.path.remove(str(REPO / "bench"))
         sys.modules.pop("models", None)
+    return models
+
+
+def test_model_check_reports_a_mismatch():
+    """A model output that differs from the eager one is an error, not a time."""
+    import torch
+
+    models = _bench_models()
     ref = torch.randn(2, 10)
     assert models.check(ref + 1e-7, ref) < 1e-6
     with pytest.raises(AssertionError, match="mismatch: max abs diff"):
         models.check(ref * 1.01, ref)
     with pytest.raises(AssertionError, match="shape"):
         models.check(ref[:1], ref)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large"])
+def test_mbconv_models_run_fused(name):
+    """The bench's cnnkernels provider runs every EfficientNet / MobileNet v3 block as one fused mbconv call (not a
+    fallback to unfused modules, which would still match the eager output) and matches torchvision's output."""
+    import collections
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    models = _bench_models()
+    assert name in models.DEFAULT_MODELS
+    ref, ck, _ = models.build_models(name, 0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        fn = models.prepare_torch("cnnkernels", ref, ck, x)
+        models.check(fn(), ref(x))
+        with CountOps() as counter:
+            fn()
+    blocks = sum(type(m).__name__ in ("MBConv", "InvertedResidual") for m in ref.modules())
+    assert blocks and counter.calls["cnnkernels.mbconv"] == blocks, counter.calls

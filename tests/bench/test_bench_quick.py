@@ -173,3 +173,43 @@ def test_bench_reports_a_wrong_provider():
         with torch.inference_mode():
             res = run.run_case(case, [Wrong("wrong", torch.contiguous_format)], 1, torch.float32, run.QUICK, 0)
     assert res[0].error and "mismatch" in res[0].error and res[0].median_ms is None
+
+
+def test_every_case_fused_matches_eager():
+    """Every case's fused op, called as the cnnkernels provider calls it (channels_last input, op_args), agrees with
+    the eager composition's float64 reference; a wrong op_args or weight layout would otherwise surface only in a
+    full benchmark run."""
+    with bench_modules() as (run, cases, providers, calibrate):
+        no_timing = run.Timing(warmup_s=0.0, warmup_calls=0, repeats=0, sample_s=0.0)
+        ps = [providers.Cnnkernels(), providers.Eager("eager-nchw", torch.contiguous_format)]
+        with torch.inference_mode():
+            for c in cases.CASES:
+                for r in run.run_case(c, ps, 1, torch.float32, no_timing, 0):
+                    assert r.error is None, (c.name, r.provider, r.error)
+                    assert r.max_rel_err is not None, (c.name, r.provider)
+
+
+def test_case_flops_match_the_flop_counter(monkeypatch):
+    """With the taps on the zero padding counted too (which conv_flops leaves out), every case's flops equal what
+    torch's FlopCounterMode counts for its eager composition and for the fused op (cnnkernels' MAC formulas, e.g.
+    mbconv_macs with its two SE convs on the pooled map): the three count the same convs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import cnnkernels  # noqa: F401  (registers the fused ops' FLOP formulas)
+
+    with bench_modules() as (run, cases, providers, calibrate):
+        monkeypatch.setattr(cases, "_taps", lambda size, k, stride, pad: k * cases.out_size(size, k, stride, pad))
+        seen = set()
+        for c in cases.CASES:
+            g = torch.Generator().manual_seed(0)
+            shape = c.input_shape(2)
+            x, acts, w = torch.randn(shape), c.spec.activations(c, shape, g), c.spec.weights(c, g)
+            counts = []
+            for fn in (lambda: c.spec.eager(c, x, acts, w),
+                       lambda: c.spec.fused_callable()(**c.spec.op_args(c, x, acts, w))):
+                with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+                    fn()
+                counts.append(fc.get_total_flops())
+            assert counts == [c.flops(2)] * 2, (c.name, counts, c.flops(2))
+            seen.add(c.op)
+        assert seen == set(cases.OPS)

@@ -185,6 +185,19 @@ def test_inplace_and_memory_format_options():
         assert_close_scaled(again(x), ref)
 
 
+def test_optimized_model_saves_and_loads(tmp_path):
+    # The whole module with torch.save, as people ship models: the input-format hook goes along and still works.
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(tvr.BasicBlock(4, 4), Conv2dNormActivation(4, 6))).eval()
+    opt = cnnkernels.optimize(model)
+    x = torch.randn(2, 4, 9, 7)
+    torch.save(opt, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), opt(x))
+    assert loaded[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def _small_resnet():
     return randomize_bn(tvr.ResNet(tvr.BasicBlock, [1, 1, 1, 1], num_classes=10)).eval()
 

@@ -1,4 +1,4 @@
-"""All five ops in one network under torch.compile(fullgraph=True) (inductor, CPU) and torch.export: no graph break,
+"""Every op in one network under torch.compile(fullgraph=True) (inductor, CPU) and torch.export: no graph break,
 the custom ops stay single nodes in the graph, results equal eager."""
 
 import pytest
@@ -58,8 +58,12 @@ def test_compile_fullgraph_forward_backward(net, x):
     # Training step: the registered backward formulas traced by AOTAutograd and compiled by inductor.
     grads_eager = torch.autograd.grad(eager_out.square().sum(), [xe, *net.parameters()])
     grads = torch.autograd.grad(out.square().sum(), [xc, *net.parameters()])
+    # A weight's gradient sums thousands of products whose magnitude is the gradient's largest, so an element much
+    # smaller than that carries rounding error of that size, and inductor's summation order differs from eager's (both
+    # are equally far from a float64 run): the absolute tolerance scales with the gradient's largest element.
+    tol = TOLERANCES[torch.float32]
     for g, ge in zip(grads, grads_eager):
-        torch.testing.assert_close(g, ge, **TOLERANCES[torch.float32])
+        torch.testing.assert_close(g, ge, rtol=tol["rtol"], atol=tol["atol"] * max(1.0, ge.abs().max().item()))
 
 
 def test_export(net, x):

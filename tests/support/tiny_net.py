@@ -1,4 +1,4 @@
-"""TinyNet: all five ops in one small network (tests/ops/test_compile_export.py compiles and exports it,
+"""TinyNet: every op in one small network (tests/ops/test_compile_export.py compiles and exports it,
 tests/reliability/test_threads.py runs it from several threads)."""
 
 import torch
@@ -14,7 +14,8 @@ def _param(*shape):
 
 
 class TinyNet(nn.Module):
-    """stem conv -> dwsep (stride 2) -> inverted residual -> inception -> conv + add_relu join."""
+    """stem conv -> dwsep (stride 2) -> inverted residual -> mbconv (SE, SiLU) -> inception -> conv + add_relu
+    join."""
 
     def __init__(self):
         super().__init__()
@@ -22,6 +23,9 @@ class TinyNet(nn.Module):
         self.dwsep = nn.ParameterList([_param(8, 1, 3, 3), _param(8), _param(12, 8, 1, 1), _param(12)])
         self.ir = nn.ParameterList([_param(36, 12, 1, 1), _param(36), _param(36, 1, 3, 3), _param(36),
                                     _param(12, 36, 1, 1), _param(12)])
+        self.mb = nn.ParameterList([_param(24, 12, 1, 1), _param(24), _param(24, 1, 5, 5), _param(24),
+                                    _param(6, 24, 1, 1), _param(6), _param(24, 6, 1, 1), _param(24),
+                                    _param(12, 24, 1, 1), _param(12)])
         self.inc = nn.ParameterList([_param(4, 12, 1, 1), _param(4), _param(6, 12, 1, 1), _param(6),
                                      _param(6, 6, 3, 3), _param(6), _param(2, 12, 1, 1), _param(2),
                                      _param(3, 2, 5, 5), _param(3), _param(3, 12, 1, 1), _param(3)])
@@ -31,5 +35,7 @@ class TinyNet(nn.Module):
         x = cnnkernels.conv2d_act(x, *self.stem, None, 1, 1, 1, 1, "relu")
         x = cnnkernels.dwsep_conv2d(x, *self.dwsep, 2, 1, 1, "relu", "relu6")
         x = cnnkernels.inverted_residual(x, *self.ir, stride=1, residual=True, activation="relu6")
+        x = cnnkernels.mbconv(x, *self.mb, stride=1, residual=True, activation="silu", se_activation="silu",
+                              se_gate="sigmoid")
         x = cnnkernels.inception_block(x, *self.inc)
         return cnnkernels.add_relu(x, cnnkernels.conv2d_act(x, self.head_w, None, None, 1, 0, 1, 1, "none"))

@@ -33,17 +33,28 @@ namespace {
 // conv.cpp tiles with it and table() publishes it, so the op wrappers pack weights into panels of this width.
 constexpr int NR = 2 * V;  // output channels per microkernel tile (= packed weight panel width)
 
-// NaN-propagating, like torch.relu / F.relu6 / F.silu / F.hardswish, and computed as torch's CPU kernels compute
-// SiLU (x / (1 + exp(-x))) and hard-swish (x * min(max(x + 3, 0), 6) / 6).
-inline Vec activate(Vec v, Activation act) {
-  switch (act) {
-    case Activation::None: return v;
-    case Activation::ReLU: return vmax(v, Vec(0.f));
-    case Activation::ReLU6: return vmin(vmax(v, Vec(0.f)), Vec(6.f));
-    case Activation::SiLU: return v / (Vec(1.f) + vexp(Vec(0.f) - v));
-    case Activation::HardSwish: return v * vmin(vmax(v + Vec(3.f), Vec(0.f)), Vec(6.f)) / Vec(6.f);
-  }
+// SiLU and hard-swish as torch's CPU kernels compute them: x / (1 + exp(-x)) and x * min(max(x + 3, 0), 6) / 6.
+inline bool is_smooth(Activation act) { return act == Activation::SiLU || act == Activation::HardSwish; }
+inline __attribute__((always_inline)) Vec activate_smooth_inline(Vec v, Activation act) {
+  if (act == Activation::SiLU) return v / (Vec(1.f) + vexp(Vec(0.f) - v));
+  return v * vmin(vmax(v + Vec(3.f), Vec(0.f)), Vec(6.f)) / Vec(6.f);
+}
+// Out of line for activate(): inlined into a microkernel's epilogue, exp's dozen constants are hoisted out of the
+// tile loops and take the registers the accumulators need (tests/packaging/test_disassembly.py saw the spills).
+// Kernels that keep vectors live across the epilogue instead inline it into a variant that keeps nothing else in
+// registers (depthwise_rows_k<..., SMOOTH = true>).
+__attribute__((noinline)) Vec activate_smooth(Vec v, Activation act) { return activate_smooth_inline(v, act); }
+
+// None, ReLU and ReLU6 (the smooth ones are the caller's business): no call, nothing that needs registers.
+inline Vec activate_clamp(Vec v, Activation act) {
+  if (act == Activation::ReLU) return vmax(v, Vec(0.f));
+  if (act == Activation::ReLU6) return vmin(vmax(v, Vec(0.f)), Vec(6.f));
   return v;
+}
+
+// NaN-propagating, like torch.relu / F.relu6 / F.silu / F.hardswish.
+inline Vec activate(Vec v, Activation act) {
+  return is_smooth(act) ? activate_smooth(v, act) : activate_clamp(v, act);
 }
 
 // Compile-time unrolling: indices are constants from the start, so arrays of accumulators indexed by them are split

@@ -53,7 +53,10 @@ constexpr bool kThreeOperand = V > 4;  // the AVX builds (VEX/EVEX encoding); no
 
 // flatten: the nested unroll lambdas must all be inlined, or the accumulators they capture by reference live in memory
 // and every FMA becomes a load-FMA-store chain.
-template <typename TX, typename TY, int K>
+// SMOOTH (SiLU, hard-swish): the activation's exp is inlined and the filter taps are read from memory, since a call
+// in the epilogue (even one never taken) would clobber every vector register, and kept taps plus exp's constants do
+// not fit them. Otherwise the epilogue only clamps.
+template <typename TX, typename TY, int K, bool SMOOTH>
 __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
   const int64_t wld = a.w_ld > 0 ? a.w_ld : a.C;
   TY* y = static_cast<TY*>(a.y.data);
@@ -79,14 +82,14 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
       // The edge pixels always read the taps from memory: they are few, and their bounds checks need registers.
       // SSE2's two-operand multiply overwrites an operand, so every use of a kept tap costs a copy and a register:
       // the portable build always reads them from memory.
-      constexpr bool regs = kThreeOperand && K * K + kDwPix + 2 <= kVecRegs;
+      constexpr bool regs = !SMOOTH && kThreeOperand && K * K + kDwPix + 2 <= kVecRegs;
       Vec w[regs ? K * K : 1];
       if constexpr (regs) unroll<K * K>([&](auto t) { w[t] = load(a.w + t * wld + c0, cnt); });
       auto tap = [&](int t, int n) { return load(a.w + t * wld + c0, n); };
       const Vec bias = a.bias ? load(a.bias + c0, cnt) : Vec(0.f);
       auto finish = [&](int64_t ow, Vec acc) {
         if (rrow) acc = acc + load(rrow + ow * a.res_ld + c0, cnt);
-        store(yrow + ow * a.y.ld + c0, activate(acc, a.act), cnt);
+        store(yrow + ow * a.y.ld + c0, SMOOTH ? activate_smooth_inline(acc, a.act) : activate_clamp(acc, a.act), cnt);
       };
       auto edge = [&](int64_t ow) {
         Vec acc = bias;
@@ -132,8 +135,13 @@ __attribute__((flatten)) void depthwise_rows_k(const DwRowsArgs& a) {
 
 template <typename TX, typename TY>
 void depthwise_rows_impl(const DwRowsArgs& a) {
-  if (a.kH == 3 && a.kW == 3) return depthwise_rows_k<TX, TY, 3>(a);
-  if (a.kH == 5 && a.kW == 5) return depthwise_rows_k<TX, TY, 5>(a);
+  const bool smooth = is_smooth(a.act);
+  if (a.kH == 3 && a.kW == 3) {
+    return smooth ? depthwise_rows_k<TX, TY, 3, true>(a) : depthwise_rows_k<TX, TY, 3, false>(a);
+  }
+  if (a.kH == 5 && a.kW == 5) {
+    return smooth ? depthwise_rows_k<TX, TY, 5, true>(a) : depthwise_rows_k<TX, TY, 5, false>(a);
+  }
   depthwise_rows_generic<TX, TY>(a);
 }
 
