@@ -7,7 +7,7 @@
 //      band of pixels at a time, and projected (residual added in the GEMM's epilogue).
 // D is one image's, so the expanded activations never go to memory and d does only when it outgrows the cache: with
 // at least as many images as threads each thread takes whole images with its own D; with fewer (batch 1), the
-// threads share one image's D and split each pass between them.
+// threads share one image's D and split each pass between them (pass 1 by rows, or by hidden channels on small maps).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -39,9 +39,11 @@ inline float gate_value(float z, Gate gate) {
 
 class ImageRunner {
  public:
+  // split_channels: the threads share each image (fewer images than threads) and split its first pass by hidden
+  // channels rather than by rows (see depthwise_pass_channels).
   ImageRunner(const MBConvGeom& g, const KernelTable& k, const at::Tensor& x, at::Tensor& y, const IRWeights& w,
-              const SEWeights& se)
-      : g_(g), k_(k), x_(x), y_(y), w_(w), se_(se) {
+              const SEWeights& se, bool split_channels)
+      : g_(g), k_(k), x_(x), y_(y), w_(w), se_(se), split_channels_(split_channels) {
     band_ = std::clamp<int64_t>((kMinBandPixels + g.Wo - 1) / g.Wo, 1, g.Ho);
     ring_ = (band_ - 1) * g.stride + g.k;
   }
@@ -51,14 +53,45 @@ class ImageRunner {
   // Image n through the block, d kept in D (buffer_floats() floats). The passes use at::parallel_for, which runs
   // inline when the caller is already one of the parallel workers.
   void run(int64_t n, float* D) const {
-    depthwise_pass(n, D);
     float* s = scratch(static_cast<size_t>(2 * g_.hidden + g_.squeeze), 3);  // gate | means | SE hidden
-    channel_means(D, s + g_.hidden);
+    if (split_channels_) {
+      depthwise_pass_channels(n, D, s + g_.hidden);
+    } else {
+      depthwise_pass(n, D);
+      at::parallel_for(0, g_.hidden, 64, [&](int64_t c0, int64_t c1) { channel_means(D, s + g_.hidden, c0, c1); });
+    }
     squeeze_excite(s + g_.hidden, s + 2 * g_.hidden, s);
     project_pass(n, D, s);
   }
 
  private:
+  // Pass 1 split by hidden channels, for an image shared by the threads: split by rows, a 7x7 or 14x14 map gives one
+  // thread all or most of the rows (bands are 160 pixels), and smaller bands would make each thread expand the rows
+  // around its own again. By channels, each thread expands and filters every pixel of its channels (no halo) and
+  // takes their means too.
+  void depthwise_pass_channels(int64_t n, float* D, float* mean) const {
+    const MBConvGeom& g = g_;
+    const int64_t P = k_.panel, es = x_.element_size();
+    at::parallel_for(0, (g.hidden + P - 1) / P, 1, [&](int64_t begin, int64_t end) {
+      const int64_t c0 = begin * P, nc = std::min(g.hidden, end * P) - c0;
+      RowsIn src = image_rows(x_, n);
+      src.data = static_cast<const char*>(src.data) + c0 * es;
+      if (g.expand) {
+        // Packed weights are panels of P output channels, so channel c0's panel starts at c0 * C.
+        float* E = scratch(static_cast<size_t>(g.H * g.W * nc), 0);
+        pointwise(k_, pixel_ptr(x_, n, 0), kernel_dtype(x_), g.C, g.H * g.W, g.C, w_.ew + c0 * g.C, nc,
+                  w_.eb ? w_.eb + c0 : nullptr, E, DType::F32, nc, nullptr, 0, g.act);
+        src = RowsIn{E, DType::F32, g.H, g.W, nc, 0};
+      }
+      DwRowsArgs dw{src, nc, w_.dw + c0, g.k, g.k, g.stride, g.stride, g.pad, g.pad, 1, 1,
+                    w_.db ? w_.db + c0 : nullptr, RowsOut{D + c0, DType::F32, g.Wo, g.hidden}, nullptr, 0, g.act,
+                    0, g.Ho};
+      dw.w_ld = g.hidden;
+      k_.depthwise_rows(dw);
+      channel_means(D, mean, c0, c0 + nc);
+    });
+  }
+
   // Pass 1: d = act(dw(act(expand(x)))) for every output row of image n, written into D.
   void depthwise_pass(int64_t n, float* D) const {
     const MBConvGeom& g = g_;
@@ -90,17 +123,16 @@ class ImageRunner {
     });
   }
 
-  void channel_means(const float* D, float* mean) const {
+  // Means of channels [c0, c1) of D, each summed over the pixels in one order, whoever computes it.
+  void channel_means(const float* D, float* mean, int64_t c0, int64_t c1) const {
     const int64_t C = g_.hidden, P = g_.Ho * g_.Wo;
-    at::parallel_for(0, C, 64, [&](int64_t c0, int64_t c1) {
-      std::fill(mean + c0, mean + c1, 0.f);
-      for (int64_t p = 0; p < P; ++p) {
-        const float* row = D + p * C;
-        for (int64_t c = c0; c < c1; ++c) mean[c] += row[c];
-      }
-      const float inv = 1.f / static_cast<float>(P);
-      for (int64_t c = c0; c < c1; ++c) mean[c] *= inv;
-    });
+    std::fill(mean + c0, mean + c1, 0.f);
+    for (int64_t p = 0; p < P; ++p) {
+      const float* row = D + p * C;
+      for (int64_t c = c0; c < c1; ++c) mean[c] += row[c];
+    }
+    const float inv = 1.f / static_cast<float>(P);
+    for (int64_t c = c0; c < c1; ++c) mean[c] *= inv;
   }
 
   // gate[c] = gate(expand(se_act(reduce(mean)))): two one-pixel GEMMs through the same microkernel.
@@ -139,8 +171,17 @@ class ImageRunner {
   at::Tensor& y_;
   const IRWeights& w_;
   const SEWeights& se_;
+  const bool split_channels_;
   int64_t band_, ring_;
 };
+
+// The channel split needs each thread's expanded channels of a whole image in its own buffer: only for maps small
+// enough that this stays in L2 (larger maps have enough rows to split by rows without imbalance).
+constexpr int64_t kSplitExpandBytes = 384 * 1024;
+
+bool use_channel_split(const MBConvGeom& g, int64_t threads) {
+  return threads > 1 && g.N < threads && g.H * g.W * g.hidden * 4 / threads <= kSplitExpandBytes;
+}
 
 IRGeom as_inverted_residual(const MBConvGeom& m) {
   IRGeom g{};
@@ -205,9 +246,10 @@ at::Tensor mbconv_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& 
   const at::Tensor sew = packed_conv_weight(*se_expand_weight, 1, k.panel), seb = float_bias(se_expand_bias);
   const SEWeights se{rw.const_data_ptr<float>(), rb.const_data_ptr<float>(), sew.const_data_ptr<float>(),
                      seb.const_data_ptr<float>()};
-  const ImageRunner runner(g, k, x, y, w, se);
+  const int64_t threads = at::get_num_threads();
+  const ImageRunner runner(g, k, x, y, w, se, use_channel_split(g, threads));
   const auto floats = static_cast<size_t>(runner.buffer_floats());
-  if (g.N >= at::get_num_threads()) {
+  if (g.N >= threads) {
     at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
       float* D = scratch(floats, 2);
       for (int64_t n = n0; n < n1; ++n) runner.run(n, D);

@@ -35,11 +35,14 @@ def test_empty_batch():
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("N", [1, 2, 5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_thread_splits(N, threads, dtype):
-    # N < threads shares one image's buffer between the threads, N >= threads gives each thread whole images; 40 rows
-    # of 23 pixels make several depthwise bands and projection bands per image.
-    m = Maker(f"mbconv-threads-{N}-{dtype}", dtype, "cpu")
-    a = _block(m, N, 16, 40, 23, 96, 5, 1, 8, 16, True)
+@pytest.mark.parametrize("H,W,hidden", [(40, 23, 96), (64, 64, 48)], ids=["channel_split", "row_split"])
+def test_thread_splits(N, threads, dtype, H, W, hidden):
+    # N >= threads gives each thread whole images; N < threads shares one image's buffer between the threads, whose
+    # first pass splits a small map by hidden channels (40x23x96: 177 KB of expanded channels per thread at 2
+    # threads) and a larger one by rows (64x64x48: 393 KB, over the 384 KB limit). Both maps make several depthwise
+    # bands and projection bands per image.
+    m = Maker(f"mbconv-threads-{N}-{dtype}-{H}", dtype, "cpu")
+    a = _block(m, N, 16, H, W, hidden, 5, 1, 8, 16, True)
     with num_threads(threads):
         out = OP(*a, "silu", "silu", "sigmoid")
     want = cnnkernels.mbconv_reference(*[t.float() if isinstance(t, torch.Tensor) else t for t in a], "silu", "silu",
@@ -47,11 +50,13 @@ def test_thread_splits(N, threads, dtype):
     torch.testing.assert_close(out.float(), want, **TOLERANCES[dtype])
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_results_do_not_depend_on_the_split(threads):
-    # Each image's means are summed in one order whatever the thread count: the same bits at 1 and 2 threads.
-    m = Maker("mbconv-bits", torch.float32, "cpu")
-    a = _block(m, 3, 8, 17, 19, 48, 3, 2, 6, 24, False)
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("N", [1, 3])
+def test_results_do_not_depend_on_the_split(N, threads):
+    # Every pixel and every channel mean is computed in one order whatever the split (images, rows or channels): the
+    # same bits as on one thread.
+    m = Maker(f"mbconv-bits-{N}", torch.float32, "cpu")
+    a = _block(m, N, 8, 17, 19, 48, 3, 2, 6, 24, False)
     with num_threads(1):
         one = OP(*a, "hardswish", "relu", "hardsigmoid")
     with num_threads(threads):
