@@ -242,19 +242,24 @@ def check_dwsep_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, pa
     return g.N, Cout, g.Ho, g.Wo
 
 
+def check_expansion(op: str, input: torch.Tensor, expand_weight, expand_bias) -> int:
+    """A block's optional 1x1 expansion (weight and bias, or neither); returns the hidden width (C without one)."""
+    if expand_weight is None:
+        if expand_bias is not None:
+            raise ValueError(f"cnnkernels.{op}: expand_bias must be None when expand_weight is None")
+        return input.shape[1]
+    hidden = check_pointwise(op, input, expand_weight, "expand_weight", input.shape[1])
+    check_bias(op, input, expand_bias, hidden, "expand_bias")
+    return hidden
+
+
 def check_inverted_residual(input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight, project_bias,
                             stride, residual, activation):
     """The output shape (N, C_out, H_out, W_out)."""
     op = "inverted_residual"
     check_input(op, input)
     N, C, H, W = input.shape
-    if expand_weight is not None:
-        hidden = check_pointwise(op, input, expand_weight, "expand_weight", C)
-        check_bias(op, input, expand_bias, hidden, "expand_bias")
-    else:
-        if expand_bias is not None:
-            raise ValueError(f"cnnkernels.{op}: expand_bias must be None when expand_weight is None")
-        hidden = C
+    hidden = check_expansion(op, input, expand_weight, expand_bias)
     if stride <= 0:
         raise ValueError(f"cnnkernels.{op}: stride must be positive, got {stride}")
     if stride > MAX_WINDOW_PARAM:
@@ -310,13 +315,7 @@ def check_mbconv(input, expand_weight, expand_bias, dw_weight, dw_bias, se_reduc
     op = "mbconv"
     check_input(op, input)
     N, C, H, W = input.shape
-    if expand_weight is not None:
-        hidden = check_pointwise(op, input, expand_weight, "expand_weight", C)
-        check_bias(op, input, expand_bias, hidden, "expand_bias")
-    else:
-        if expand_bias is not None:
-            raise ValueError(f"cnnkernels.{op}: expand_bias must be None when expand_weight is None")
-        hidden = C
+    hidden = check_expansion(op, input, expand_weight, expand_bias)
     if stride not in (1, 2):
         raise ValueError(f"cnnkernels.{op}: stride must be 1 or 2, got {stride}")
     check_like(op, input, dw_weight, "dw_weight")

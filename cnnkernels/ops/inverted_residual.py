@@ -3,6 +3,7 @@ so that the expanded (wide) intermediates never go to memory."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -67,30 +68,52 @@ def _setup_context(ctx, inputs, output):
     ctx.conf = (stride, residual, activation)
 
 
+@dataclass
+class Recomputed:
+    """The intermediates of expand -> depthwise, recomputed in backward from the saved inputs (the fused kernels never
+    store them): pre-activations ze, zd and outputs e, d (ze None and e the input without an expansion stage)."""
+    ze: Optional[torch.Tensor]
+    e: torch.Tensor
+    zd: torch.Tensor
+    d: torch.Tensor
+
+
+def recompute(input, expand_weight, expand_bias, dw_weight, dw_bias, stride, activation) -> Recomputed:
+    ze = F.conv2d(input, expand_weight, expand_bias) if expand_weight is not None else None
+    e = apply_activation(ze, activation) if ze is not None else input
+    zd = F.conv2d(e, dw_weight, dw_bias, stride, same_padding(dw_weight), 1, e.shape[1])
+    return Recomputed(ze, e, zd, apply_activation(zd, activation))
+
+
+def backward_from_depthwise(gd, r: Recomputed, input, expand_weight, expand_bias, dw_weight, stride, activation,
+                            need):
+    """(grad input, expand_weight, expand_bias, dw_weight, dw_bias) from gd, the gradient of the depthwise output
+    r.d; `need` flags those five. The block's other users of the input (a residual) add theirs."""
+    gd = activation_grad(gd, r.d, activation, lambda: r.zd)
+    need_e = need[0] or need[1] or need[2]
+    ge, gdw, gdb = conv_backward(gd, r.e, dw_weight, True, [stride, stride], same_padding(dw_weight), [1, 1],
+                                 r.e.shape[1], (need_e, need[3], need[4]))
+    if r.ze is None:
+        return ge if need[0] else None, None, None, gdw, gdb
+    gx = gew = geb = None
+    if need_e:
+        ge = activation_grad(ge, r.e, activation, lambda: r.ze)
+        gx, gew, geb = conv_backward(ge, input, expand_weight, expand_bias is not None, [1, 1], [0, 0], [1, 1], 1,
+                                     (need[0], need[1], need[2]))
+    return gx, gew, geb, gdw, gdb
+
+
 def _backward(ctx, grad):
     input, expand_weight, expand_bias, dw_weight, dw_bias, project_weight = ctx.saved_tensors
     stride, residual, activation = ctx.conf
     need = ctx.needs_input_grad
-    expand = expand_weight is not None
-    need_e = need[0] or need[1] or need[2]          # gradient flowing into the expanded tensor
-    need_d = need_e or need[3] or need[4]           # ... into the depthwise output
-    # Recompute the two intermediates from the saved inputs (the fused kernel never stores them).
-    ze = F.conv2d(input, expand_weight, expand_bias) if expand else None
-    e = apply_activation(ze, activation) if expand else input
-    zd = F.conv2d(e, dw_weight, dw_bias, stride, same_padding(dw_weight), 1, e.shape[1])
-    d = apply_activation(zd, activation)
-    gd, gpw, gpb = conv_backward(grad, d, project_weight, True, [1, 1], [0, 0], [1, 1], 1, (need_d, need[5], need[6]))
+    r = recompute(input, expand_weight, expand_bias, dw_weight, dw_bias, stride, activation)
+    gd, gpw, gpb = conv_backward(grad, r.d, project_weight, True, [1, 1], [0, 0], [1, 1], 1,
+                                 (any(need[:5]), need[5], need[6]))
     gx = gew = geb = gdw = gdb = None
-    if need_d:
-        gd = activation_grad(gd, d, activation, lambda: zd)
-        ge, gdw, gdb = conv_backward(gd, e, dw_weight, True, [stride, stride], same_padding(dw_weight), [1, 1],
-                                     e.shape[1], (need_e, need[3], need[4]))
-        if expand and need_e:
-            ge = activation_grad(ge, e, activation, lambda: ze)
-            gx, gew, geb = conv_backward(ge, input, expand_weight, expand_bias is not None, [1, 1], [0, 0], [1, 1],
-                                         1, (need[0], need[1], need[2]))
-        elif need[0]:
-            gx = ge
+    if any(need[:5]):
+        gx, gew, geb, gdw, gdb = backward_from_depthwise(gd, r, input, expand_weight, expand_bias, dw_weight, stride,
+                                                         activation, need[:5])
     if residual and need[0]:
         gx = grad if gx is None else gx + grad
     return gx, gew, geb, gdw, gdb, gpw, gpb, None, None, None

@@ -21,6 +21,7 @@ from cnnkernels.backends import call
 from cnnkernels.ops._act import activation_grad, apply_activation, apply_gate, gate_grad
 from cnnkernels.ops._checks import as_output, check_mbconv, empty_output, same_padding
 from cnnkernels.ops._conv_backward import conv_backward
+from cnnkernels.ops.inverted_residual import backward_from_depthwise, recompute
 from cnnkernels.ops._precision import run_in_fp32
 from cnnkernels.ops._register import register_op_hooks
 
@@ -74,17 +75,12 @@ def _backward(ctx, grad):
      project_bias) = ctx.saved_tensors
     stride, residual, activation, se_activation, se_gate = ctx.conf
     need = ctx.needs_input_grad
-    expand, se = expand_weight is not None, se_rw is not None
-    need_e = need[0] or need[1] or need[2]                  # gradient flowing into the expanded tensor
-    need_d = need_e or any(need[3:9])                       # ... into the depthwise output (the SE tensors' too)
-    # Recompute the intermediates from the saved inputs (the fused kernels never store them).
-    ze = F.conv2d(input, expand_weight, expand_bias) if expand else None
-    e = apply_activation(ze, activation) if expand else input
-    zd = F.conv2d(e, dw_weight, dw_bias, stride, same_padding(dw_weight), 1, e.shape[1])
-    d = apply_activation(zd, activation)
-    h = d
+    se = se_rw is not None
+    need_d = any(need[:9])  # gradient flowing into the depthwise output (the SE tensors' goes through it too)
+    r = recompute(input, expand_weight, expand_bias, dw_weight, dw_bias, stride, activation)
+    d = h = r.d
     if se:
-        m, zr, r, zg = _se_logits(d, se_rw, se_rb, se_ew, se_eb, se_activation)
+        m, zr, s, zg = _se_logits(d, se_rw, se_rb, se_ew, se_eb, se_activation)
         gate = apply_gate(zg, se_gate)
         h = d * gate
     gh, gpw, gpb = conv_backward(grad, h, project_weight, True, [1, 1], [0, 0], [1, 1], 1,
@@ -95,19 +91,12 @@ def _backward(ctx, grad):
         if se:
             gd = gh * gate
             gzg = gate_grad((gh * d).sum((2, 3), keepdim=True), zg, se_gate)
-            gr, gsw, gsb = conv_backward(gzg, r, se_ew, True, [1, 1], [0, 0], [1, 1], 1, (True, need[7], need[8]))
-            gzr = activation_grad(gr, r, se_activation, lambda: zr)
+            gs, gsw, gsb = conv_backward(gzg, s, se_ew, True, [1, 1], [0, 0], [1, 1], 1, (True, need[7], need[8]))
+            gzr = activation_grad(gs, s, se_activation, lambda: zr)
             gm, grw, grb = conv_backward(gzr, m, se_rw, True, [1, 1], [0, 0], [1, 1], 1, (True, need[5], need[6]))
             gd = gd + gm / (d.shape[2] * d.shape[3])
-        gd = activation_grad(gd, d, activation, lambda: zd)
-        ge, gdw, gdb = conv_backward(gd, e, dw_weight, True, [stride, stride], same_padding(dw_weight), [1, 1],
-                                     e.shape[1], (need_e, need[3], need[4]))
-        if expand and need_e:
-            ge = activation_grad(ge, e, activation, lambda: ze)
-            gx, gew, geb = conv_backward(ge, input, expand_weight, expand_bias is not None, [1, 1], [0, 0], [1, 1],
-                                         1, (need[0], need[1], need[2]))
-        elif need[0]:
-            gx = ge
+        gx, gew, geb, gdw, gdb = backward_from_depthwise(gd, r, input, expand_weight, expand_bias, dw_weight, stride,
+                                                         activation, need[:5])
     if residual and need[0]:
         gx = grad if gx is None else gx + grad
     return gx, gew, geb, gdw, gdb, grw, grb, gsw, gsb, gpw, gpb, None, None, None, None, None

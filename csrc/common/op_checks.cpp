@@ -33,6 +33,19 @@ DwsepGeom check_dwsep(const at::Tensor& input, const at::Tensor& dw_weight, cons
 }
 
 
+// A block's optional 1x1 expansion (weight and bias, or neither); returns the hidden width (C without one).
+static int64_t check_expansion(const char* op, const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
+                               const c10::optional<at::Tensor>& expand_bias) {
+  if (!expand_weight.has_value()) {
+    TORCH_CHECK_VALUE(!expand_bias.has_value(), "cnnkernels.", op,
+                      ": expand_bias must be None when expand_weight is None");
+    return input.size(1);
+  }
+  const int64_t hidden = check_pointwise(op, input, *expand_weight, "expand_weight", input.size(1));
+  check_bias(op, input, expand_bias, hidden, "expand_bias");
+  return hidden;
+}
+
 IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::Tensor>& expand_weight,
                                const c10::optional<at::Tensor>& expand_bias, const at::Tensor& dw_weight,
                                const at::Tensor& dw_bias, const at::Tensor& project_weight,
@@ -43,14 +56,7 @@ IRGeom check_inverted_residual(const at::Tensor& input, const c10::optional<at::
   IRGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
   g.expand = expand_weight.has_value();
-  if (g.expand) {
-    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
-    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
-  } else {
-    TORCH_CHECK_VALUE(!expand_bias.has_value(),
-                      "cnnkernels.inverted_residual: expand_bias must be None when expand_weight is None");
-    g.hidden = g.C;
-  }
+  g.hidden = check_expansion(op, input, expand_weight, expand_bias);
   TORCH_CHECK_VALUE(stride > 0, "cnnkernels.inverted_residual: stride must be positive, got ", stride);
   TORCH_CHECK_VALUE(stride <= kMaxWindowParam, "cnnkernels.inverted_residual: stride must be at most ", kMaxWindowParam,
                     ", got ", stride);
@@ -120,14 +126,7 @@ MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>
   MBConvGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
   g.expand = expand_weight.has_value();
-  if (g.expand) {
-    g.hidden = check_pointwise(op, input, *expand_weight, "expand_weight", g.C);
-    check_bias(op, input, expand_bias, g.hidden, "expand_bias");
-  } else {
-    TORCH_CHECK_VALUE(!expand_bias.has_value(),
-                      "cnnkernels.mbconv: expand_bias must be None when expand_weight is None");
-    g.hidden = g.C;
-  }
+  g.hidden = check_expansion(op, input, expand_weight, expand_bias);
   TORCH_CHECK_VALUE(stride == 1 || stride == 2, "cnnkernels.mbconv: stride must be 1 or 2, got ", stride);
   check_like(op, input, dw_weight, "dw_weight");
   TORCH_CHECK_VALUE(dw_weight.dim() == 4 && dw_weight.size(0) == g.hidden && dw_weight.size(1) == 1 &&
