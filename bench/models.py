@@ -23,6 +23,8 @@ timed interleaved (rotating order) in this process, each sample after an untimed
 Runtime and OpenVINO each run afterwards in a process of their own, after a pause, so that no runtime's spinning
 thread pool steals the cores of another.
 Models torchvision lacks (mobilenet_v1, lenet5) use the un-optimized cnnkernels model as "torchvision" model.
+`timm:<name>` (e.g. timm:efficientnet_b0) benchmarks a timm model: every peer runs it as timm builds it, and the
+cnnkernels column is cnnkernels.optimize() of that same model (timm's blocks converted, see cnnkernels/_timm.py).
 """
 
 from __future__ import annotations
@@ -129,9 +131,19 @@ class Progress:
             sys.stderr.flush()
 
 
+TIMM_PREFIX = "timm:"  # --models timm:<name>: a timm model (pretrained=False), optimize()d for the cnnkernels column
+
+
 def build_models(name: str, seed: int):
     """(reference model, cnnkernels model loaded from its state_dict, note); both eval, BN randomized."""
     torch.manual_seed(seed)
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        ref = randomize_bn(timm.create_model(name[len(TIMM_PREFIX):], pretrained=False), seed).eval()
+        # optimize() converts timm's own blocks (cnnkernels/_timm.py): the cnnkernels column is the timm model itself,
+        # optimize()d, and every peer runs the unconverted timm model.
+        return ref, copy.deepcopy(ref), f"{name}: the cnnkernels column is optimize() of the timm model"
     import torchvision
 
     tv_fn = getattr(torchvision.models, name, None)
@@ -498,9 +510,13 @@ def model_names(args) -> List[str]:
 
 def main_models(args, threads: int, machine: Dict) -> int:
     names = model_names(args)
-    unknown = [n for n in names if n not in cmodels.list_models()]
+    unknown = [n for n in names if n not in cmodels.list_models() and not n.startswith(TIMM_PREFIX)]
     if unknown:
-        print(f"unknown models {unknown}; available: {', '.join(cmodels.list_models())}", file=sys.stderr)
+        print(f"unknown models {unknown}; available: {', '.join(cmodels.list_models())}, or timm:<name> for a timm "
+              f"model", file=sys.stderr)
+        return 2
+    if any(n.startswith(TIMM_PREFIX) for n in names) and not available("timm"):
+        print("timm:<name> models need timm (pip install timm)", file=sys.stderr)
         return 2
     wanted = [n.strip() for n in (args.providers or ",".join(MODEL_PROVIDERS)).split(",") if n.strip()]
     bad = set(wanted) - set(MODEL_PROVIDERS)

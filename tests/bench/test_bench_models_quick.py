@@ -107,3 +107,21 @@ def test_mbconv_models_run_fused(name):
             fn()
     blocks = sum(type(m).__name__ in ("MBConv", "InvertedResidual") for m in ref.modules())
     assert blocks and counter.calls["cnnkernels.mbconv"] == blocks, counter.calls
+
+
+def test_timm_model_runs_fused():
+    """--models timm:<name>: the cnnkernels column is optimize() of the timm model, fused and matching timm's output."""
+    pytest.importorskip("timm")
+    import torch
+
+    models = _bench_models()
+    ref, ck, note = models.build_models("timm:mobilenetv3_large_100", 0)
+    assert "timm" in note and ck is not ref
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        fn = models.prepare_torch("cnnkernels", ref, ck, x)
+        models.check(fn(), ref(x))
+        with torch.profiler.profile() as prof:
+            fn()
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls.get("cnnkernels::mbconv", 0) == 15, calls
