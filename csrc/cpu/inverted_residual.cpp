@@ -64,7 +64,6 @@ void run_row_bands(const IRGeom& g, const KernelTable& k, const at::Tensor& x, a
 // imbalance) into one shared buffer (at most kSplitBytes, so it stays in cache); then they split the pixels for the
 // projection. Measured at 2 threads: MobileNet v2's 7x7 blocks 5-10% faster; 14x14 ones were not, so they keep bands.
 constexpr int64_t kSplitBytes = 1 << 20;          // the shared depthwise output
-constexpr int64_t kSplitExpandBytes = 384 * 1024;  // one thread's expanded channels for one image
 
 bool use_channel_split(const IRGeom& g, int64_t threads) {
   const int64_t E = g.H * g.W * g.hidden * 4 / std::max<int64_t>(threads, 1);

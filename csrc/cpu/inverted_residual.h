@@ -7,6 +7,10 @@
 
 namespace cnnkernels::cpu {
 
+// The most one thread's expanded channels of one image may take when the threads of a block split an image by hidden
+// channels instead of by rows (inverted_residual and mbconv at batch 1 on small maps): it must stay in L2.
+constexpr int64_t kSplitExpandBytes = 384 * 1024;
+
 // Packed fp32 weights as the kernels read them; ew/eb null without an expansion stage.
 struct IRWeights {
   const float *ew, *eb, *dw, *db, *pw, *pb;

@@ -177,8 +177,6 @@ class ImageRunner {
 
 // The channel split needs each thread's expanded channels of a whole image in its own buffer: only for maps small
 // enough that this stays in L2 (larger maps have enough rows to split by rows without imbalance).
-constexpr int64_t kSplitExpandBytes = 384 * 1024;
-
 bool use_channel_split(const MBConvGeom& g, int64_t threads) {
   return threads > 1 && g.N < threads && g.H * g.W * g.hidden * 4 / threads <= kSplitExpandBytes;
 }
