@@ -7,6 +7,7 @@ shapes and values, TypeError for dtypes; messages name the op, the argument and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -345,3 +346,114 @@ def check_mbconv(input, expand_weight, expand_bias, dw_weight, dw_bias, se_reduc
     if se_gate not in GATES:
         raise ValueError(f"cnnkernels.{op}: se_gate must be one of {_listing(GATES)}, got '{se_gate}'")
     return N, Cout, (H - 1) // stride + 1, (W - 1) // stride + 1
+
+
+# ---- detection ops (boxes.py, yolo_postprocess.py), as csrc/common/op_checks.cpp -------------------------------------
+
+INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_FLOAT_NAMES = "float32, float16, bfloat16 or float64"
+
+
+def check_boxes(op: str, boxes, arg: str) -> None:
+    """An [N, 4] floating tensor of (x1, y1, x2, y2) boxes."""
+    _check_tensor(op, boxes, arg)
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be a 2-D tensor [N, 4] of (x1, y1, x2, y2) boxes, got shape "
+                         f"{_shape(boxes)}")
+    if boxes.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"cnnkernels.{op}: {arg} must be {_FLOAT_NAMES}, got {_dtype(boxes.dtype)}")
+
+
+def _check_same_place(op: str, ref: torch.Tensor, ref_arg: str, t: torch.Tensor, arg: str, dtype: bool = True) -> None:
+    if dtype and t.dtype != ref.dtype:
+        raise TypeError(f"cnnkernels.{op}: {arg} must have {ref_arg}'s dtype {_dtype(ref.dtype)}, got {_dtype(t.dtype)}")
+    if t.device != ref.device:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be on {ref_arg}'s device {ref.device}, got {t.device}")
+
+
+def _check_per_box(op: str, boxes: torch.Tensor, t, arg: str) -> None:
+    """A 1-D tensor with one entry per box (scores, idxs)."""
+    _check_tensor(op, t, arg)
+    if t.dim() != 1 or t.shape[0] != boxes.shape[0]:
+        raise ValueError(f"cnnkernels.{op}: {arg} must be a 1-D tensor [{boxes.shape[0]}] (one per box), got shape "
+                         f"{_shape(t)}")
+
+
+def check_threshold(op: str, arg: str, value: float) -> None:
+    # NaN compares false with everything, so a NaN threshold would silently keep every box (or drop every candidate).
+    if math.isnan(value):
+        raise ValueError(f"cnnkernels.{op}: {arg} must be a number, got nan")
+
+
+def check_box_iou(boxes1, boxes2) -> None:
+    op = "box_iou"
+    check_boxes(op, boxes1, "boxes1")
+    check_boxes(op, boxes2, "boxes2")
+    _check_same_place(op, boxes1, "boxes1", boxes2, "boxes2")
+
+
+def check_nms(boxes, scores, iou_threshold: float) -> None:
+    op = "nms"
+    check_boxes(op, boxes, "boxes")
+    _check_per_box(op, boxes, scores, "scores")
+    _check_same_place(op, boxes, "boxes", scores, "scores")
+    check_threshold(op, "iou_threshold", iou_threshold)
+
+
+def check_batched_nms(boxes, scores, idxs, iou_threshold: float) -> None:
+    op = "batched_nms"
+    check_boxes(op, boxes, "boxes")
+    _check_per_box(op, boxes, scores, "scores")
+    _check_same_place(op, boxes, "boxes", scores, "scores")
+    _check_per_box(op, boxes, idxs, "idxs")
+    if idxs.dtype not in INDEX_DTYPES:
+        raise TypeError(f"cnnkernels.{op}: idxs must be an integer tensor (int64, int32, int16, int8 or uint8), got "
+                        f"{_dtype(idxs.dtype)}")
+    _check_same_place(op, boxes, "boxes", idxs, "idxs", dtype=False)
+    check_threshold(op, "iou_threshold", iou_threshold)
+
+
+@dataclass(frozen=True)
+class YoloGeom:
+    N: int
+    A: int   # anchors
+    C: int   # classes
+    Sh: int
+    Sw: int
+
+
+def check_yolo_head(op: str, head, anchors, image_size) -> YoloGeom:
+    """head [N, A*(5+C), S_h, S_w] (float32/float64), anchors [A, 2] of its dtype, image_size (H_img, W_img) > 0."""
+    _check_tensor(op, head, "head")
+    if head.dim() != 4:
+        raise ValueError(f"cnnkernels.{op}: head must be a 4-D tensor [N, A*(5+C), S_h, S_w], got {head.dim()}-D shape "
+                         f"{_shape(head)}")
+    if head.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"cnnkernels.{op}: head must be float32 or float64 (convert a float16/bfloat16 head with "
+                        f".float()), got {_dtype(head.dtype)}")
+    _check_tensor(op, anchors, "anchors")
+    if anchors.dim() != 2 or anchors.shape[1] != 2 or anchors.shape[0] == 0:
+        raise ValueError(f"cnnkernels.{op}: anchors must be a 2-D tensor [A, 2] of (width, height) with A >= 1, got "
+                         f"shape {_shape(anchors)}")
+    _check_same_place(op, head, "head", anchors, "anchors")
+    N, ch, Sh, Sw = head.shape
+    A = anchors.shape[0]
+    if ch % A != 0 or ch // A < 6:
+        raise ValueError(f"cnnkernels.{op}: head must have A*(5+C) channels with C >= 1 for the {A} anchors, got {ch}")
+    if Sh == 0 or Sw == 0:
+        raise ValueError(f"cnnkernels.{op}: head spatial size must be non-zero, got {Sh}x{Sw}")
+    if len(image_size) != 2 or image_size[0] <= 0 or image_size[1] <= 0:
+        raise ValueError(f"cnnkernels.{op}: image_size must be 2 positive integers (H_img, W_img), got "
+                         f"{list(image_size)}")
+    return YoloGeom(N, A, ch // A - 5, Sh, Sw)
+
+
+def check_yolo_postprocess(head, anchors, image_size, score_threshold: float, iou_threshold: float,
+                           max_detections: int) -> YoloGeom:
+    op = "yolo_postprocess"
+    g = check_yolo_head(op, head, anchors, image_size)
+    check_threshold(op, "score_threshold", score_threshold)
+    check_threshold(op, "iou_threshold", iou_threshold)
+    if max_detections < 0:
+        raise ValueError(f"cnnkernels.{op}: max_detections must be >= 0, got {max_detections}")
+    return g

@@ -96,6 +96,11 @@ def inception_block_macs(input: Shape, w1: Shape, b1: Shape, w2_reduce: Shape, b
     return sum(_conv_macs(n, hw, w) for w in (w1, w2_reduce, w2, w3_reduce, w3, w4))
 
 
+def no_conv_macs(*args, **kwargs) -> int:
+    # detection ops (box_iou, nms, batched_nms, yolo_postprocess): comparisons and a few products per box pair
+    return 0
+
+
 MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "add_relu": add_relu_macs,
     "conv2d_act": conv2d_act_macs,
@@ -103,6 +108,10 @@ MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "inverted_residual": inverted_residual_macs,
     "inception_block": inception_block_macs,
     "mbconv": mbconv_macs,
+    "box_iou": no_conv_macs,
+    "nms": no_conv_macs,
+    "batched_nms": no_conv_macs,
+    "yolo_postprocess": no_conv_macs,
 }
 
 
