@@ -22,7 +22,8 @@ Every provider's output is checked against the eager fp32 NCHW output before it 
 timed interleaved (rotating order) in this process, each sample after an untimed call of the same provider; ONNX
 Runtime and OpenVINO each run afterwards in a process of their own, after a pause, so that no runtime's spinning
 thread pool steals the cores of another.
-Models torchvision lacks (mobilenet_v1, lenet5) use the un-optimized cnnkernels model as "torchvision" model.
+Models torchvision lacks (mobilenet_v1, lenet5, unet) use the cnnkernels model through its plain torch.nn modules
+(cnnkernels.nn.fusion(False)) as "torchvision" model.
 `timm:<name>` (e.g. timm:efficientnet_b0) benchmarks a timm model: every peer runs it as timm builds it, and the
 cnnkernels column is cnnkernels.optimize() of that same model (timm's blocks converted, see cnnkernels/_timm.py).
 """
@@ -58,7 +59,8 @@ from stats import summary
 HERE = Path(__file__).resolve().parent
 CL = torch.channels_last
 
-DEFAULT_MODELS = ["mobilenet_v2", "resnet18", "resnet50", "googlenet", "efficientnet_b0", "mobilenet_v3_large"]
+DEFAULT_MODELS = ["mobilenet_v2", "resnet18", "resnet50", "googlenet", "efficientnet_b0", "mobilenet_v3_large",
+                  "unet"]
 TORCH_PROVIDERS = ["cnnkernels", "eager-nchw", "eager-cl", "compile"]
 EXTERNAL_PROVIDERS = ["onnxruntime", "openvino"]
 MODEL_PROVIDERS = TORCH_PROVIDERS + EXTERNAL_PROVIDERS
@@ -66,7 +68,7 @@ PEERS = ["eager-nchw", "eager-cl", "compile", "onnxruntime", "openvino"]
 # max |out - ref| allowed, relative to max |ref| (whole networks in fp32: summation order differs per runtime)
 TOLERANCE = 1e-3
 # input (C, H, W) of models that do not take 3x224x224
-INPUT_CHW = {"lenet5": (1, 32, 32)}
+INPUT_CHW = {"lenet5": (1, 32, 32), "unet": (3, 256, 256)}
 
 
 @dataclass
@@ -154,13 +156,29 @@ def build_models(name: str, seed: int):
             ref = tv_fn(weights=None)
     else:
         ref = cmodels.get_model(name)
-        note = f"{name}: torchvision has no such model; eager/compile/ONNX run the un-optimized cnnkernels model"
+        note = (f"{name}: torchvision has no such model; eager/compile/ONNX run the cnnkernels model through its plain "
+                f"torch.nn modules (cnnkernels.nn.fusion(False))")
     ref = randomize_bn(ref, seed).eval()
     with torch.device("meta"):
         ck = cmodels.get_model(name)
     ck = ck.to_empty(device="cpu")
     ck.load_state_dict(ref.state_dict())
+    if tv_fn is None:
+        ref = Unfused(ref)
     return ref, ck.eval(), note
+
+
+class Unfused(nn.Module):
+    """A cnnkernels model run through its plain torch.nn submodules: in eval mode its modules would otherwise call the
+    fused ops, and the peers' baseline of a model torchvision lacks must not be cnnkernels itself."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with cnnkernels.nn.fusion(False):
+            return self.model(x)
 
 
 def _main_output(y):

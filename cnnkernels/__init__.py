@@ -9,5 +9,6 @@ from cnnkernels import backends  # noqa: F401,E402  (which implementation runs a
 from cnnkernels.backends import use_backend  # noqa: E402
 from cnnkernels import nn, models  # noqa: E402  (drop-in fused modules; model zoo)
 from cnnkernels.optimize import optimize  # noqa: E402
+from cnnkernels.convolutionalize import convolutionalize  # noqa: E402
 
-__all__ = list(_ops_all) + ["backends", "use_backend", "nn", "models", "optimize"]
+__all__ = list(_ops_all) + ["backends", "use_backend", "nn", "models", "optimize", "convolutionalize"]

@@ -7,6 +7,12 @@ Commands:
            same head trained end to end and a LeNet-5 trained from scratch (cnnkernels.train.demos.transfer_demo).
   evaluate two LeNet-5s on all digits, evaluated with a centre crop, 5 and 10 crops (MultiCrop) and as an Ensemble
            (cnnkernels.train.demos.multicrop_demo).
+  segment  U-Net trained to segment generated scenes (cnnkernels.train.scenes), per-class and mean IoU on validation
+           scenes through cnnkernels.optimize() (cnnkernels.train.segmentation).
+  landmarks LandmarkNet trained to place the points of the generated scenes' objects from their crops; mean point
+           error on validation scenes in pixels and box diagonals (cnnkernels.train.landmarks).
+  detect   a YOLO-style detector (MobileNet v2 backbone, k-means anchors) trained on generated scenes; mAP@0.5 and AP
+           per class on validation scenes (cnnkernels.train.detection).
 
 More commands plug in with register_command(name, help=..., add_arguments=..., run=...): add_arguments(parser) fills
 the subcommand's argparse parser, run(args) does the work and returns the exit status.
@@ -32,7 +38,10 @@ from cnnkernels.models import lenet5
 from cnnkernels.nn import fusion
 from cnnkernels.train.data import digits, digits_augmentation
 from cnnkernels.train.demos import MIRROR_NOTE, multicrop_demo, transfer_demo
+from cnnkernels.train.detection import add_detect_arguments, run_detect
+from cnnkernels.train.landmarks import add_landmarks_arguments, run_landmarks
 from cnnkernels.train.loop import evaluate, fit, load_checkpoint, predict_proba
+from cnnkernels.train.segmentation import add_segment_arguments, run_segment
 
 __all__ = ["Command", "COMMANDS", "register_command", "build_parser", "main", "run_digits", "run_transfer",
            "run_evaluate"]
@@ -267,6 +276,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
 register_command("evaluate", help="two LeNet-5s on the digits evaluated with a centre crop, 5 and 10 crops and as "
                                   "an ensemble (mirrored digits are not digits: 10 crops can hurt here)",
                  add_arguments=_evaluate_arguments, run=run_evaluate)
+
+
+# --- segment --------------------------------------------------------------------------------------------------------
+
+register_command("segment", help="train U-Net to segment generated scenes; per-class and mean IoU on validation scenes",
+                 add_arguments=add_segment_arguments, run=run_segment)
+
+
+# --- landmarks ------------------------------------------------------------------------------------------------------
+
+register_command("landmarks", help="train LandmarkNet to place the points of generated scenes' objects from their "
+                                   "crops; mean point error on validation scenes",
+                 add_arguments=add_landmarks_arguments, run=run_landmarks)
+
+
+# --- detect ---------------------------------------------------------------------------------------------------------
+
+register_command("detect", help="train a YOLO-style detector on generated scenes; mAP@0.5 and AP per class on "
+                                "validation scenes", add_arguments=add_detect_arguments, run=run_detect)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from cnnkernels.train.transfer import (aux_head_names, freeze, head_name, is_fro
 torchvision = pytest.importorskip("torchvision")
 
 TORCHVISION = ["resnet18", "mobilenet_v2", "googlenet", "alexnet", "vgg11"]
-ALL = [("cnnkernels", n) for n in models.list_models()] + [("torchvision", n) for n in TORCHVISION]
+ALL = [("cnnkernels", n) for n in models.list_models(task="classification")] + [("torchvision", n) for n in TORCHVISION]
 
 
 def build(source, name, num_classes=3, device=None):
