@@ -7,7 +7,9 @@ from cnnkernels.ops.dwsep_conv2d import dwsep_conv2d, dwsep_conv2d_reference
 from cnnkernels.ops.inception_block import inception_block, inception_block_reference
 from cnnkernels.ops.inverted_residual import inverted_residual, inverted_residual_reference
 from cnnkernels.ops.mbconv import mbconv, mbconv_reference
+from cnnkernels.ops.up_concat_conv import up_concat_conv, up_concat_conv_reference
 
 __all__ = ["add_relu", "add_relu_reference", "conv2d_act", "conv2d_act_reference", "dwsep_conv2d",
            "dwsep_conv2d_reference", "inception_block", "inception_block_reference", "inverted_residual",
-           "inverted_residual_reference", "mbconv", "mbconv_reference"]
+           "inverted_residual_reference", "mbconv", "mbconv_reference", "up_concat_conv",
+           "up_concat_conv_reference"]

@@ -96,6 +96,14 @@ def inception_block_macs(input: Shape, w1: Shape, b1: Shape, w2_reduce: Shape, b
     return sum(_conv_macs(n, hw, w) for w in (w1, w2_reduce, w2, w3_reduce, w3, w4))
 
 
+def up_concat_conv_macs(input: Shape, skip: Shape, up_weight: Shape, up_bias: Optional[Shape], weight: Shape,
+                        bias: Optional[Shape], activation: str) -> int:
+    n, hw_up = input[0], [2 * input[2], 2 * input[3]]
+    # FlopCounterMode's transposed-conv formula: every input pixel meets every tap of up_weight [C_in, C_up, 2, 2]
+    # (stride 2 = kernel 2, so each upsampled pixel is one tap's product); then the 'same' 3x3 conv at 2H x 2W.
+    return _conv_macs(n, input[2:], up_weight) + _conv_macs(n, hw_up, weight)
+
+
 MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "add_relu": add_relu_macs,
     "conv2d_act": conv2d_act_macs,
@@ -103,6 +111,7 @@ MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "inverted_residual": inverted_residual_macs,
     "inception_block": inception_block_macs,
     "mbconv": mbconv_macs,
+    "up_concat_conv": up_concat_conv_macs,
 }
 
 

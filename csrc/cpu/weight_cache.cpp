@@ -154,6 +154,16 @@ at::Tensor packed_depthwise_weight(const at::Tensor& weight) {
   });
 }
 
+at::Tensor packed_up2x2_weight(const at::Tensor& weight, int64_t panel) {
+  return cached(weight, 2, 1, panel, [&] {
+    const int64_t Cin = weight.size(0), Cout = weight.size(1), panels = (Cout + panel - 1) / panel;
+    // [Cin, Cout, 2, 2] -> [2, 2, Cout_padded, Cin] -> [4, panels, panel, Cin] -> [4, panels, Cin, panel]
+    at::Tensor w = weight.detach().to(at::kFloat).permute({2, 3, 1, 0});
+    if (panels * panel != Cout) w = at::constant_pad_nd(w, {0, 0, 0, panels * panel - Cout});
+    return w.reshape({4, panels, panel, Cin}).permute({0, 1, 3, 2}).contiguous();
+  });
+}
+
 int64_t weight_cache_size() {
   // Live entries only: those of freed weights are unusable and are dropped at the next insertion anyway.
   std::lock_guard<std::mutex> g(mu);
