@@ -280,11 +280,18 @@ def _weight_users():
         a = (x, *inc[:8], w, *inc[9:])
         return op("inception_block")(*a), _ref("inception_block", a)
 
+    up_skip, up_w3 = r(2, 3, 12, 12).contiguous(memory_format=torch.channels_last), r(7, 8, 3, 3)
+
+    def up_concat_up_weight(w):  # packed per (p, q) tap, a cache entry kind of its own
+        a = (x, up_skip, w, None, up_w3, None, "relu")
+        return op("up_concat_conv")(*a), _ref("up_concat_conv", a)
+
     return {"conv2d_act": (conv, (16, 8, 3, 3)), "conv2d_act-depthwise": (depthwise, (8, 1, 3, 3)),
             "dwsep_conv2d-pw_weight": (dwsep_pw, (12, 8, 1, 1)),
             "inverted_residual-project_weight": (ir_project, (8, 24, 1, 1)),
             "mbconv-se_reduce_weight": (mbconv_se_reduce, (6, 24, 1, 1)),
-            "inception_block-w3": (inception_w3, (3, 2, 5, 5))}
+            "inception_block-w3": (inception_w3, (3, 2, 5, 5)),
+            "up_concat_conv-up_weight": (up_concat_up_weight, (8, 5, 2, 2))}
 
 
 def _ref(op_name, args):
