@@ -2,7 +2,7 @@
 // upsampled or the concatenated tensor to memory.
 //
 // Kernel 2 = stride 2 makes every upsampled pixel (2y+p, 2x+q) a 1x1 product of input pixel (y, x) with the (p, q)
-// tap, so one upsampled row is two GEMMs (q = 0, 1) over one input row. Each thread walks its output rows in bands and
+// tap, so the upsampled rows of a band are four GEMMs (one per tap) over the input rows below them. Each thread walks its output rows in bands and
 // keeps a ring of concatenated rows (skip channels first, then the upsampled ones, fp32) just large enough for the
 // band plus the 3x3 conv's two halo rows: every concatenated row is built once per thread (the first band's upper
 // halo row is built by both neighbours), and the existing 3x3 conv microkernel reads the ring directly, bias and
@@ -24,8 +24,9 @@ namespace cnnkernels::cpu {
 
 namespace {
 
-// The ring per thread: with the 3x3 weight panel and the input row it stays within a 2 MB L2.
-constexpr int64_t kRingBytes = 512 * 1024;
+// The ring per thread: half of a 2 MB L2, so that the 3x3 weight panels and the input rows fit beside it; bands of
+// several rows let each weight panel serve many pixels per pass over the weights.
+constexpr int64_t kRingBytes = 1024 * 1024;
 
 at::Tensor up_concat_conv_fp64(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
                                const c10::optional<at::Tensor>& up_bias, const at::Tensor& weight,
@@ -76,15 +77,26 @@ at::Tensor up_concat_conv_cpu(const at::Tensor& input, const at::Tensor& skip, c
   const int64_t ring = band + 2;
   at::parallel_for(0, g.N * Ho, 1, [&](int64_t begin, int64_t end) {
     float* buf = scratch(static_cast<size_t>(ring * Wo * Ct), 0);
+    float* up = scratch(static_cast<size_t>((ring + 1) / 2 * g.W * g.Cup), 1);
     int64_t image = -1, built = 0;  // the ring holds concatenated rows [built - ring, built) of `image`
-    // Concatenated row h of image n into its ring slot: the skip row widened, then the two GEMMs of its phase.
-    auto build_row = [&](int64_t n, int64_t h) {
-      float* row = buf + (h % ring) * Wo * Ct;
-      widen_pixels(pixel_ptr(s, n, h), xt, Wo, g.Cskip, row, Ct);
-      const int64_t p = h % 2;
-      for (int64_t q = 0; q < 2; ++q) {
-        pointwise(k, pixel_ptr(x, n, h / 2), xt, g.C, g.W, g.C, up_w.const_data_ptr<float>() + (2 * p + q) * up_phase,
-                  g.Cup, ptr_or_null(up_b), row + q * Ct + g.Cskip, DType::F32, 2 * Ct, nullptr, 0, Activation::None);
+    // Concatenated rows [h0, h1) of image n into their ring slots: the skip rows widened, then per phase (p, q) one
+    // GEMM over every input row whose upsampled row 2y + p is among them (more pixels per pass over that tap's
+    // weights than row by row), scattered to the upsampled pixels (2y + p, 2x + q).
+    auto build_rows = [&](int64_t n, int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) widen_pixels(pixel_ptr(s, n, h), xt, Wo, g.Cskip, buf + (h % ring) * Wo * Ct, Ct);
+      for (int64_t p = 0; p < 2; ++p) {
+        const int64_t y0 = (h0 - p + 1) / 2, y1 = (h1 - p + 1) / 2;  // h0 <= 2y + p < h1
+        if (y0 >= y1) continue;
+        for (int64_t q = 0; q < 2; ++q) {
+          pointwise(k, pixel_ptr(x, n, y0), xt, g.C, (y1 - y0) * g.W, g.C,
+                    up_w.const_data_ptr<float>() + (2 * p + q) * up_phase, g.Cup, ptr_or_null(up_b), up, DType::F32,
+                    g.Cup, nullptr, 0, Activation::None);
+          for (int64_t y = y0; y < y1; ++y) {
+            float* dst = buf + ((2 * y + p) % ring) * Wo * Ct + q * Ct + g.Cskip;
+            const float* src = up + (y - y0) * g.W * g.Cup;
+            for (int64_t xx = 0; xx < g.W; ++xx) std::memcpy(dst + 2 * xx * Ct, src + xx * g.Cup, g.Cup * sizeof(float));
+          }
+        }
       }
     };
     for (int64_t r = begin; r < end;) {
@@ -94,7 +106,9 @@ at::Tensor up_concat_conv_cpu(const at::Tensor& input, const at::Tensor& skip, c
         built = std::max<int64_t>(0, oh0 - 1);
       }
       // Rows [oh0 - 1, oh1] feed this band; the ring's oldest row, built - ring, is at most oh0 - 2.
-      for (const int64_t last = std::min(Ho, oh1 + 1); built < last; ++built) build_row(n, built);
+      const int64_t last = std::min(Ho, oh1 + 1);
+      if (built < last) build_rows(n, built, last);
+      built = std::max(built, last);
       k.conv_rows(ConvRowsArgs{RowsIn{buf, DType::F32, Ho, Wo, Ct, 0, ring}, Ct, w.const_data_ptr<float>(), g.Cout, 3,
                                3, 1, 1, 1, 1, 1, 1, ptr_or_null(b), image_out(y, n, oh0), nullptr, 0, g.act, oh0, oh1});
       r += oh1 - oh0;

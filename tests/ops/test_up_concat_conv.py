@@ -51,11 +51,11 @@ def test_skip_comes_first_in_the_concatenation():
 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_results_do_not_depend_on_the_split(threads):
-    # 128 x 256 concatenated fp32 pixels per row make a ring of 4 rows (bands of 2 output rows), so each thread runs
-    # several bands and, with two images, a thread's rows cross an image boundary. Every value is summed in one order
-    # whatever the split: the same bits as on one thread.
+    # 128 x 256 concatenated fp32 pixels per row (128 KB) make a ring of 8 rows (bands of 6 output rows), so each
+    # thread runs several bands of its 32 / threads rows and, with 3 threads, a thread's rows cross an image boundary.
+    # Every value is summed in one order whatever the split: the same bits as on one thread.
     m = Maker("upconv-bits", torch.float32, "cpu")
-    a = _call(m, 2, 16, 5, 64, 128, 128, 9, act="hardswish")
+    a = _call(m, 2, 16, 8, 64, 128, 128, 9, act="hardswish")
     with num_threads(1):
         one = torch.ops.cnnkernels.up_concat_conv(*a)
     torch.testing.assert_close(one, cnnkernels.up_concat_conv_reference(*a), **TOLERANCES[torch.float32])
