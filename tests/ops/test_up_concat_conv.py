@@ -63,6 +63,20 @@ def test_results_do_not_depend_on_the_split(threads):
         assert torch.equal(torch.ops.cnnkernels.up_concat_conv(*a), one)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_many_concatenated_channels(dtype):
+    # From 768 concatenated channels on, an fp32 output's 3x3 conv runs in two halves (skip channels, then the
+    # upsampled ones adding the first half's sums): the same result as the reference, the same bits on any thread
+    # count. bf16 keeps the single conv.
+    m = Maker(f"upconv-wide-{dtype}", dtype, "cpu")
+    a = _call(m, 2, 6, 2, 3, 400, 390, 5, act="relu6")
+    with num_threads(1):
+        one = torch.ops.cnnkernels.up_concat_conv(*a)
+    assert_matches_reference(OP, a, dtype)
+    with num_threads(2):
+        assert torch.equal(torch.ops.cnnkernels.up_concat_conv(*a), one)
+
+
 def test_wrapper_defaults():
     x, skip, uw, ub, w, b, _ = args()
     assert torch.equal(cnnkernels.up_concat_conv(x, skip, uw, None, w),
