@@ -343,7 +343,6 @@ def build_args(case: dict) -> tuple:
                 w(c["c3"], c["c3r"], *c["k3"]), bias(c["c3"]), w(c["c4"], C), bias(c["c4"]))
     if name == "up_concat_conv":
         c = case
-        # up_weight is [C_in, C_up, 2, 2]: m.weight's scaling by its dim 1 suits it no worse than a conv weight.
         return (x4(c["N"], c["C"], c["H"], c["W"], c["layout"], sp),
                 x4(c["N"], c["Cskip"], 2 * c["H"], 2 * c["W"], c["skip_layout"]), w(c["C"], c["Cup"], 2, 2),
                 bias(c["Cup"], c["up_bias"]), w(c["Cout"], c["Cskip"] + c["Cup"], 3, 3), bias(c["Cout"], c["bias"]),
