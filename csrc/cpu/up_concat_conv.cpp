@@ -2,11 +2,11 @@
 // upsampled or the concatenated tensor to memory.
 //
 // Kernel 2 = stride 2 makes every upsampled pixel (2y+p, 2x+q) a 1x1 product of input pixel (y, x) with the (p, q)
-// tap, so the upsampled rows of a band are four GEMMs (one per tap) over the input rows below them. Each thread walks its output rows in bands and
-// keeps a ring of concatenated rows (skip channels first, then the upsampled ones, fp32) just large enough for the
-// band plus the 3x3 conv's two halo rows: every concatenated row is built once per thread (the first band's upper
-// halo row is built by both neighbours), and the existing 3x3 conv microkernel reads the ring directly, bias and
-// activation in its epilogue. Every value is summed in the same order whatever the band and thread split, so the
+// tap, so the upsampled rows of a band are four GEMMs (one per tap) over the input rows below them. Each thread walks
+// its output rows in bands and keeps a ring of concatenated rows (skip channels first, then the upsampled ones, fp32)
+// just large enough for a band plus the 3x3 conv's two halo rows: every concatenated row is built once per thread
+// (the halo rows at the ends of a thread's range are built by both neighbours), and the existing 3x3 conv
+// microkernel reads the ring directly, bias and activation in its epilogue. Every value is summed in the same order whatever the band and thread split, so the
 // result does not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -31,8 +31,8 @@ constexpr int64_t kRingBytes = 1024 * 1024;
 // From this many concatenated channels on, an fp32 output's 3x3 conv runs as two convolutions, over the skip channels
 // and over the upsampled ones, the second adding the first's fp32 partial sums in its epilogue (conv_rows' residual,
 // which has the output's type: hence fp32 only). A weight panel then covers half the channels: at 1024 channels a
-// 32-wide panel of all of them is 1.2 MB, which does not stay in a 2 MB L2 beside the ring (the split measured ~1.2x
-// faster on a 1024 -> 512 3x3 conv at 32x32 here); at 512 the split gained nothing.
+// 32-wide panel of all of them is 1.2 MB, which does not stay in a 2 MB L2 beside the ring (the split measured 1.1x
+// faster on a 1024 -> 512 3x3 conv at 32x32 here, one thread, on a busy machine); at 512 it gained nothing.
 constexpr int64_t kSplitChannels = 768;
 
 at::Tensor up_concat_conv_fp64(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
