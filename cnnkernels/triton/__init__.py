@@ -16,6 +16,8 @@ from cnnkernels.triton.dwsep_conv2d import dwsep_conv2d_triton
 from cnnkernels.triton.inception_block import inception_block_triton
 from cnnkernels.triton.inverted_residual import inverted_residual_triton
 from cnnkernels.triton.mbconv import mbconv_triton
+from cnnkernels.triton.up_concat_conv import up_concat_conv_triton
 
 __all__ = ["INTERPRET", "add_relu_triton", "conv2d_act_triton", "dwsep_conv2d_triton",
-           "inception_block_triton", "inverted_residual_triton", "mbconv_triton"]
+           "inception_block_triton", "inverted_residual_triton", "mbconv_triton",
+           "up_concat_conv_triton"]

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <limits>
+
 namespace cnnkernels {
 
 Conv2dActGeom check_conv2d_act(const at::Tensor& input, const at::Tensor& weight,
@@ -163,6 +165,47 @@ MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>
   g.pad = g.k / 2;
   g.Ho = (g.H - 1) / stride + 1;
   g.Wo = (g.W - 1) / stride + 1;
+  return g;
+}
+
+}  // namespace cnnkernels
+
+namespace cnnkernels {
+
+UpConcatGeom check_up_concat_conv(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
+                                  const c10::optional<at::Tensor>& up_bias, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::string_view activation) {
+  const char* op = "up_concat_conv";
+  check_input(op, input);
+  UpConcatGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  // An expanded input with H or W near 2**63: 2H would overflow.
+  TORCH_CHECK_VALUE(g.H <= std::numeric_limits<int64_t>::max() / 2 &&
+                        g.W <= std::numeric_limits<int64_t>::max() / 2, "cnnkernels.up_concat_conv: input spatial size (",
+                    g.H, "x", g.W, ") gives an upsampled size beyond int64");
+  check_like(op, input, up_weight, "up_weight");
+  TORCH_CHECK_VALUE(up_weight.dim() == 4 && up_weight.size(0) == g.C && up_weight.size(1) > 0 &&
+                        up_weight.size(2) == 2 && up_weight.size(3) == 2,
+                    "cnnkernels.up_concat_conv: up_weight must have shape [", g.C,
+                    ", C_up, 2, 2] (a 2x2 stride-2 transposed convolution of the input's ", g.C,
+                    " channels), got shape ", up_weight.sizes());
+  g.Cup = up_weight.size(1);
+  check_bias(op, input, up_bias, g.Cup, "up_bias");
+  check_like(op, input, skip, "skip");
+  TORCH_CHECK_VALUE(skip.dim() == 4 && skip.size(0) == g.N && skip.size(1) > 0 && skip.size(2) == 2 * g.H &&
+                        skip.size(3) == 2 * g.W,
+                    "cnnkernels.up_concat_conv: skip must have shape [", g.N, ", C_skip, ", 2 * g.H, ", ", 2 * g.W,
+                    "] (twice the input's spatial size), got shape ", skip.sizes());
+  g.Cskip = skip.size(1);
+  check_like(op, input, weight, "weight");
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) > 0 && weight.size(1) == g.Ctot() && weight.size(2) == 3 &&
+                        weight.size(3) == 3,
+                    "cnnkernels.up_concat_conv: weight must have shape [C_out, ", g.Ctot(),
+                    ", 3, 3] (C_skip + C_up = ", g.Cskip, " + ", g.Cup, " input channels), got shape ",
+                    weight.sizes());
+  g.Cout = weight.size(0);
+  check_bias(op, input, bias, g.Cout, "bias");
+  g.act = parse_activation(op, "activation", activation);
   return g;
 }
 

@@ -63,3 +63,17 @@ IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at:
                         const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4);
 
 }  // namespace cnnkernels
+
+namespace cnnkernels {
+
+struct UpConcatGeom {
+  int64_t N, C, H, W;  // input; the skip tensor and the output are 2H x 2W
+  int64_t Cup, Cskip, Cout;
+  Activation act;
+  int64_t Ctot() const { return Cskip + Cup; }
+};
+UpConcatGeom check_up_concat_conv(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
+                                  const c10::optional<at::Tensor>& up_bias, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::string_view activation);
+
+}  // namespace cnnkernels

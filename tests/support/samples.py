@@ -245,6 +245,32 @@ def _mbconv_specs() -> List[Spec]:
     ]
 
 
+def _up_concat_conv_specs() -> List[Spec]:
+    def up(N, C, H, W, Cup, Cskip, Cout, up_bias, bias, act, layout, skip_layout=None):
+        def build(m: Maker):
+            x = m.input(N, C, H, W, layout)
+            skip = m.input(N, Cskip, 2 * H, 2 * W, skip_layout or layout)
+            # nn.ConvTranspose2d's layout [C_in, C_up, 2, 2]; each upsampled pixel sums C_in products.
+            up_weight = m.randn(C, Cup, 2, 2, scale=2.0 / C ** 0.5)
+            return (x, skip, up_weight, m.bias(Cup, up_bias), m.weight(Cout, Cskip + Cup, 3), m.bias(Cout, bias), act)
+        return build
+
+    return [
+        Spec("n1-c4-3x4-up3-skip2-o5-nchw-bias-relu", up(1, 4, 3, 4, 3, 2, 5, True, True, "relu", "nchw"),
+             _tags("grad", "opcheck")),
+        Spec("n2-c13-3x5-up7-skip5-o37-cl-bias-relu6", up(2, 13, 3, 5, 7, 5, 37, True, True, "relu6", "cl"),
+             _tags("opcheck")),
+        Spec("n2-c5-1x1-up1-skip3-o4-nchw-noupbias-none", up(2, 5, 1, 1, 1, 3, 4, False, True, "none", "nchw"),
+             _tags("grad")),
+        Spec("n1-c6-4x3-up3-skip1-o5-slice-skip_cl-nobias-silu",
+             up(1, 6, 4, 3, 3, 1, 5, True, False, "silu", "slice", "cl"), _tags("grad", "opcheck")),
+        Spec("n2-c16-7x9-up8-skip8-o35-tview-skip_nchw-bias-hardswish",
+             up(2, 16, 7, 9, 8, 8, 35, True, True, "hardswish", "tview", "nchw")),
+        Spec("n1-c40-8x8-up20-skip20-o33-cl-nobiases-relu", up(1, 40, 8, 8, 20, 20, 33, False, False, "relu", "cl"),
+             _tags("opcheck")),
+    ]
+
+
 SPECS: Dict[str, List[Spec]] = {
     "add_relu": _add_relu_specs(),
     "conv2d_act": _conv2d_act_specs(),
@@ -252,6 +278,7 @@ SPECS: Dict[str, List[Spec]] = {
     "inverted_residual": _inverted_residual_specs(),
     "inception_block": _inception_block_specs(),
     "mbconv": _mbconv_specs(),
+    "up_concat_conv": _up_concat_conv_specs(),
 }
 OPS = tuple(SPECS)
 

@@ -70,9 +70,19 @@ def mbconv_args(**overrides):
     return schema_args("mbconv", values)
 
 
+def up_concat_conv_args(**overrides):
+    """Valid arguments (input [2, 4, 3, 5] upsampled to 6 channels, skip [2, 5, 6, 10], 3x3 conv of the 11 to 7
+    channels), with `overrides` replaced."""
+    r = torch.randn
+    values = dict(input=r(2, 4, 3, 5), skip=r(2, 5, 6, 10), up_weight=r(4, 6, 2, 2), up_bias=r(6),
+                  weight=r(7, 11, 3, 3), bias=r(7), activation="relu")
+    values.update(overrides)
+    return schema_args("up_concat_conv", values)
+
+
 VALID = {"add_relu": add_relu_args, "conv2d_act": conv2d_act_args, "dwsep_conv2d": dwsep_conv2d_args,
          "inverted_residual": inverted_residual_args, "inception_block": inception_block_args,
-         "mbconv": mbconv_args}
+         "mbconv": mbconv_args, "up_concat_conv": up_concat_conv_args}
 
 
 def call_args(op_name, **overrides):
