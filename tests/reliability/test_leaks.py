@@ -18,7 +18,9 @@ import torch
 
 from cnnkernels import _library
 from support.helpers import needs_cache, op, single_thread
-from support.samples import OPS, sample_inputs
+from support.samples import generic_ops, sample_inputs
+
+OPS = generic_ops("leaks")
 
 MIB = 2 ** 20
 CALLS = 10_000
