@@ -95,8 +95,8 @@ register_op_hooks("yolo_postprocess", fake=_fake, backward=no_gradient_backward,
                   setup_context=non_differentiable_setup_context)
 
 
-def yolo_postprocess(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int], score_threshold: float = 0.25,
-                     iou_threshold: float = 0.45, max_detections: int = 100):
+def yolo_postprocess(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int],
+                     score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100):
     """Detections of a YOLO head, per image: (boxes [N, K, 4], scores [N, K], labels int64 [N, K], counts int64 [N])
     with K = max_detections, sorted by descending score, rows from counts[n] on zero boxes/scores and label -1.
     Equal to yolo_decode -> score > score_threshold -> batched_nms(iou_threshold) -> first K (module docstring)."""

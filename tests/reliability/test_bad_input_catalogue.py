@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from support.fuzz import check_case
 from support.helpers import assert_op_error, op, reference, with_specials
-from support.samples import DETECTION_OPS, generic_ops, sample_inputs
+from support.samples import generic_ops, sample_inputs
 from support.valid_args import AT_WINDOW_MAX, VALID, WINDOW_MAX
 from support.valid_args import call_args as _call_args
 
