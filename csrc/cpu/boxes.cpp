@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/op_checks.h"
@@ -69,11 +71,25 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
 // Greedy suppression over boxes already in rank order (structure of arrays): removed[j] = 1 for every box j that a
 // kept higher-ranked box overlaps with IoU > thr. Returns the kept ranks in `kept`.
 // The inner loop has no branch (suppression is idempotent), so it vectorises; torchvision's skips removed boxes.
+// The T-typed bound b with (x > b) == (double(x) > thr) for every T x, NaN included: b is the largest T <= thr, since
+// for a float x above it, x >= the next float after it > thr. Keeps the suppression loop in T (no float64 lanes).
 template <typename T>
-void suppress(const T* x1, const T* y1, const T* x2, const T* y2, const T* area, int64_t n, double thr,
+T threshold_in(double thr) {
+  if constexpr (std::is_same_v<T, double>) {
+    return thr;
+  } else {
+    T b = static_cast<T>(thr);
+    if (static_cast<double>(b) > thr) b = std::nextafter(b, -std::numeric_limits<T>::infinity());
+    return b;
+  }
+}
+
+template <typename T>
+void suppress(const T* x1, const T* y1, const T* x2, const T* y2, const T* area, int64_t n, double thr_d,
               std::vector<uint8_t>& removed, std::vector<int64_t>& kept) {
   removed.assign(n, 0);
   kept.clear();
+  const T thr = threshold_in<T>(thr_d);
   for (int64_t i = 0; i < n; ++i) {
     if (removed[i]) continue;
     kept.push_back(i);
@@ -86,7 +102,7 @@ void suppress(const T* x1, const T* y1, const T* x2, const T* y2, const T* area,
       const T w = std::max(T(0), xx2 - xx1), h = std::max(T(0), yy2 - yy1);
       const T inter = w * h;
       const T ovr = inter / (ia + area[j] - inter);
-      rm[j] |= static_cast<uint8_t>(static_cast<double>(ovr) > thr);
+      rm[j] |= static_cast<uint8_t>(ovr > thr);
     }
   }
 }
