@@ -307,9 +307,13 @@ def _yolo_postprocess_specs() -> List[Spec]:
 # The detection ops: results are indices and exactly reproduced values (torchvision.ops is their oracle, in
 # tests/ops/test_boxes.py and test_yolo_postprocess.py), inputs are box lists and a YOLO head, not images. The generic
 # suites compare them exactly with their references; what in a generic suite is about convolutions (layouts of
-# [N, C, H, W] outputs, fp32 tolerances, the conv oracle, activations, window parameters) skips them for the reason
-# in NOT_APPLICABLE, the one place those reasons are written.
+# [N, C, H, W] outputs, fp32 tolerances, the conv oracle, activations, window parameters) skips them (or the ones in
+# NOT_APPLICABLE_OPS) for the reason in NOT_APPLICABLE, the one place those reasons are written.
 DETECTION_OPS = ("box_iou", "nms", "batched_nms", "yolo_postprocess")
+NOT_APPLICABLE_OPS: Dict[str, Tuple[str, ...]] = {
+    "leaks": ("yolo_postprocess",),
+    "leaks_autograd": ("nms", "batched_nms", "yolo_postprocess"),
+}
 NOT_APPLICABLE: Dict[str, str] = {
     "oracle": "no conv: torchvision.ops is the oracle of the detection ops (tests/ops/test_boxes.py, "
               "test_yolo_postprocess.py)",
@@ -317,23 +321,24 @@ NOT_APPLICABLE: Dict[str, str] = {
                  "tolerance to measure",
     "fuzz": "fuzzed against torchvision in their own test files; the conv fuzz strategies draw images and weights",
     "cuda": "no CUDA kernel yet (the CUDA tensors run the references)",
-    "triton": "no Triton kernel yet",
     "conv_shapes": "no channels or spatial maps (zero boxes are a valid, empty call)",
     "nan": "NaN/Inf in boxes and heads: tests/ops/test_boxes.py and test_yolo_postprocess.py check torchvision's "
            "behaviour (a NaN IoU never suppresses, a NaN score passes no threshold)",
-    "tiny_net": "TinyNet is an image network; compile/export of the detection ops: tests/ops/test_boxes.py",
-    "leaks": "no compiled kernel yet, whose scratch and caches the RSS tests watch; nms, batched_nms and "
-             "yolo_postprocess also have no gradient to take",
+    "tiny_net": "TinyNet is an image network; torch.compile of the detection ops: tests/ops/test_boxes.py",
+    "leaks": "yolo_postprocess has no compiled kernel, whose scratch the RSS tests watch (it composes yolo_decode "
+             "and the batched_nms op, which is tested)",
+    "leaks_autograd": "indices and detections: no gradient to take",
 }
 
 
 def generic_ops(suite: str, ops=None) -> Tuple[str, ...]:
-    """The ops (of `ops`, default every op with samples) a generic suite applies to: all but the detection ops for
-    the suites named in NOT_APPLICABLE."""
+    """The ops (of `ops`, default every op with samples) a generic suite named in NOT_APPLICABLE applies to: all but
+    NOT_APPLICABLE_OPS[suite], by default all but the detection ops."""
     ops = tuple(SPECS) if ops is None else tuple(ops)
     if suite not in NOT_APPLICABLE:
         raise KeyError(suite)
-    return tuple(o for o in ops if o not in DETECTION_OPS)
+    skipped = NOT_APPLICABLE_OPS.get(suite, DETECTION_OPS)
+    return tuple(o for o in ops if o not in skipped)
 
 
 SPECS: Dict[str, List[Spec]] = {
