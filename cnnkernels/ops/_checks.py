@@ -366,7 +366,8 @@ def check_boxes(op: str, boxes, arg: str) -> None:
 
 def _check_same_place(op: str, ref: torch.Tensor, ref_arg: str, t: torch.Tensor, arg: str, dtype: bool = True) -> None:
     if dtype and t.dtype != ref.dtype:
-        raise TypeError(f"cnnkernels.{op}: {arg} must have {ref_arg}'s dtype {_dtype(ref.dtype)}, got {_dtype(t.dtype)}")
+        raise TypeError(f"cnnkernels.{op}: {arg} must have {ref_arg}'s dtype {_dtype(ref.dtype)}, got "
+                        f"{_dtype(t.dtype)}")
     if t.device != ref.device:
         raise ValueError(f"cnnkernels.{op}: {arg} must be on {ref_arg}'s device {ref.device}, got {t.device}")
 

@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <limits>
 
 namespace cnnkernels {
@@ -166,6 +167,66 @@ MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>
   g.Ho = (g.H - 1) / stride + 1;
   g.Wo = (g.W - 1) / stride + 1;
   return g;
+}
+
+// ---- detection ops: the messages of cnnkernels/ops/_checks.py (check_boxes, check_nms, ...) -----------------------
+
+static void check_boxes(const char* op, const at::Tensor& boxes, const char* arg) {
+  check_defined(op, boxes, arg);
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "cnnkernels.", op, ": ", arg,
+                    " must be a 2-D tensor [N, 4] of (x1, y1, x2, y2) boxes, got shape ", boxes.sizes());
+  const auto dt = boxes.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, "cnnkernels.", op,
+                   ": ", arg, " must be float32, float16, bfloat16 or float64, got ", dt);
+}
+
+static void check_same_place(const char* op, const at::Tensor& ref, const char* ref_arg, const at::Tensor& t,
+                             const char* arg, bool dtype = true) {
+  TORCH_CHECK_TYPE(!dtype || t.scalar_type() == ref.scalar_type(), "cnnkernels.", op, ": ", arg, " must have ", ref_arg,
+                   "'s dtype ", ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "cnnkernels.", op, ": ", arg, " must be on ", ref_arg, "'s device ",
+                    ref.device(), ", got ", t.device());
+}
+
+// A 1-D tensor with one entry per box (scores, idxs).
+static void check_per_box(const char* op, const at::Tensor& boxes, const at::Tensor& t, const char* arg) {
+  check_defined(op, t, arg);
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == boxes.size(0), "cnnkernels.", op, ": ", arg,
+                    " must be a 1-D tensor [", boxes.size(0), "] (one per box), got shape ", t.sizes());
+}
+
+// NaN compares false with everything: a NaN threshold would silently keep every box.
+static void check_threshold(const char* op, const char* arg, double value) {
+  TORCH_CHECK_VALUE(!std::isnan(value), "cnnkernels.", op, ": ", arg, " must be a number, got nan");
+}
+
+void check_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  const char* op = "box_iou";
+  check_boxes(op, boxes1, "boxes1");
+  check_boxes(op, boxes2, "boxes2");
+  check_same_place(op, boxes1, "boxes1", boxes2, "boxes2");
+}
+
+void check_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const char* op = "nms";
+  check_boxes(op, boxes, "boxes");
+  check_per_box(op, boxes, scores, "scores");
+  check_same_place(op, boxes, "boxes", scores, "scores");
+  check_threshold(op, "iou_threshold", iou_threshold);
+}
+
+void check_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                       double iou_threshold) {
+  const char* op = "batched_nms";
+  check_boxes(op, boxes, "boxes");
+  check_per_box(op, boxes, scores, "scores");
+  check_same_place(op, boxes, "boxes", scores, "scores");
+  check_per_box(op, boxes, idxs, "idxs");
+  const auto it = idxs.scalar_type();
+  TORCH_CHECK_TYPE(it == at::kByte || it == at::kChar || it == at::kShort || it == at::kInt || it == at::kLong,
+                   "cnnkernels.", op, ": idxs must be an integer tensor (int64, int32, int16, int8 or uint8), got ", it);
+  check_same_place(op, boxes, "boxes", idxs, "idxs", /*dtype=*/false);
+  check_threshold(op, "iou_threshold", iou_threshold);
 }
 
 }  // namespace cnnkernels

@@ -49,9 +49,9 @@ from cnnkernels.ops._checks import output_memory_format
 from support import oracle
 from support.dtypes import DTYPE_IDS, TOLERANCES
 from support.helpers import expected_memory_format, map_tensors, op, reference
-from support.samples import LAYOUTS, Maker
+from support.samples import LAYOUTS, Maker, generic_ops
 
-OPS = tuple(op_names())
+OPS = generic_ops("fuzz", op_names())
 FUZZ_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ACTS = ACTIVATIONS
 # Layouts of 4-D tensors: samples.LAYOUTS plus a cropped view (storage offset, non-dense, channels_last strides) and a
