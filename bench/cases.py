@@ -424,8 +424,45 @@ class InceptionBlock(OpSpec):
                 f"@{case.hw}")
 
 
+class UpConcatConv(OpSpec):
+    """params: cup, cskip, cout, activation (a U-Net decoder step: 2x2 stride-2 transposed conv of the input to cup
+    channels, cat with a cskip-channel skip tensor at twice the input's size, 3x3 conv with padding 1)"""
+
+    op = "up_concat_conv"
+
+    def weight_shapes(self, case):
+        p = case.params
+        return {"up_weight": (case.cin, p["cup"], 2, 2), "up_bias": (p["cup"],),
+                "weight": (p["cout"], p["cskip"] + p["cup"], 3, 3), "bias": (p["cout"],)}
+
+    def activation_shapes(self, case, x_shape):
+        return {"skip": (x_shape[0], case.params["cskip"], 2 * case.hw, 2 * case.hw)}
+
+    def out_shape(self, case, batch):
+        return (batch, case.params["cout"], 2 * case.hw, 2 * case.hw)
+
+    def flops(self, case, batch):
+        p = case.params
+        # Every upsampled pixel is one C_in x C_up product (kernel 2 = stride 2, no overlap).
+        up = 2 * batch * (2 * case.hw) ** 2 * case.cin * p["cup"]
+        return up + conv_flops(batch, p["cskip"] + p["cup"], p["cout"], 2 * case.hw, 3, pad=1)
+
+    def eager(self, case, x, acts, w):
+        up = F.conv_transpose2d(x, w["up_weight"], w["up_bias"], stride=2)
+        return _act(F.conv2d(torch.cat([acts["skip"], up], 1), w["weight"], w["bias"], padding=1),
+                    case.params["activation"])
+
+    def op_args(self, case, x, acts, w):
+        return {"input": x, "skip": acts["skip"], **w, "activation": case.params["activation"]}
+
+    def describe(self, case):
+        p = case.params
+        return (f"up2x2 {case.cin}->{p['cup']} | skip {p['cskip']} -> 3x3 {p['cskip'] + p['cup']}->{p['cout']} "
+                f"{p['activation']} @{case.hw}->{2 * case.hw}")
+
+
 OPS: Dict[str, OpSpec] = {s.op: s for s in (AddRelu(), Conv2dAct(), DwsepConv2d(), InvertedResidual(),
-                                            MBConv(), InceptionBlock())}
+                                            MBConv(), InceptionBlock(), UpConcatConv())}
 
 
 def _incep(name, cin, hw, c1, c3r, c3, c5r, c5, cp):
@@ -442,6 +479,10 @@ def _mnv3(name, cin, hw, hidden, cout, k, stride, activation, se=0):
     # MobileNet v3: the SE stage is ReLU + hardsigmoid whatever the block's activation
     return Case(name, "mbconv", cin, hw, dict(hidden=hidden, cout=cout, k=k, stride=stride, activation=activation,
                                               se=se, se_activation="relu", se_gate="hardsigmoid"))
+
+
+def _unet_up(name, cin, hw, width):
+    return Case(name, "up_concat_conv", cin, hw, dict(cup=width, cskip=width, cout=width, activation="relu"))
 
 
 CASES: List[Case] = [
@@ -475,4 +516,10 @@ CASES: List[Case] = [
     _incep("googlenet.inception3a", 192, 28, 64, 96, 128, 16, 32, 32),
     _incep("googlenet.inception4a", 480, 14, 192, 96, 208, 16, 48, 64),
     _incep("googlenet.inception5b", 832, 7, 384, 192, 384, 48, 128, 128),
+    # U-Net (Ronneberger et al., base width 64, four levels) on a 256x256 image: the first conv of each decoder step,
+    # with its up-convolution halving the channels and the skip from the encoder level of the same size.
+    _unet_up("unet.up1", 1024, 16, 512),
+    _unet_up("unet.up2", 512, 32, 256),
+    _unet_up("unet.up3", 256, 64, 128),
+    _unet_up("unet.up4", 128, 128, 64),
 ]

@@ -163,13 +163,15 @@ KERNEL_SOURCES: Dict[str, Dict[str, str]] = {}
 # The dtypes the compiled CPU kernels compute. A float64 call to a compiled CPU op is served by ATen's own float64
 # operators inside the op (csrc/cpu/<op>.cpp, *_reference_fp64): correct, but nothing fused; reports say so.
 CPU_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Compiled CPU ops whose kernel computes float64 itself (torchvision's float64 box arithmetic, csrc/cpu/boxes.cpp).
+FP64_KERNEL_OPS = ("box_iou", "nms", "batched_nms")
 
 
 def cpu_kernel_source(op: str, dtype: torch.dtype) -> str:
     """What serves `op` for CPU tensors of `dtype`: "compiled" (a fused kernel), "aten-fp64" (the compiled op hands
     float64 to ATen), "reference" (the pure-PyTorch fallback) or "missing"."""
     source = KERNEL_SOURCES.get(op, {}).get("CPU", "missing")
-    if source == "compiled" and dtype not in CPU_KERNEL_DTYPES:
+    if source == "compiled" and dtype not in CPU_KERNEL_DTYPES and op not in FP64_KERNEL_OPS:
         return "aten-fp64"
     return source
 

@@ -44,6 +44,10 @@ ENV_VAR = "CNNKERNELS_CUDA_BACKEND"
 # The value resolve() returns for CPU tensors: torch.ops.cnnkernels.<op> as dispatched for the CPU.
 CPU = "cpu"
 
+# Ops with no implementation in cnnkernels/triton/: a "triton" choice (for every op or for one of these) runs what
+# they run without triton -- the C++ op on CPU tensors; the compiled CUDA kernel, else the reference, on CUDA tensors.
+NO_TRITON_OPS = frozenset(("nms", "batched_nms", "yolo_postprocess"))
+
 _overrides: contextvars.ContextVar[Dict[str, str]] = contextvars.ContextVar("cnnkernels_backend_overrides",
                                                                              default={})
 
@@ -86,7 +90,7 @@ def default_backend(op: str) -> str:
     _check_op(op, "default_backend()")
     if cuda_compiled(op):
         return "cuda"
-    if triton_available():
+    if triton_available() and op not in NO_TRITON_OPS:
         return "triton"
     return "reference"
 
@@ -147,12 +151,14 @@ def resolve(op: str, device: Union[str, torch.device]) -> str:
     device_type = device_type.split(":", 1)[0]
     if device_type != "cuda":
         # CPU tensors: the C++ op, unless the Triton op is chosen and runs in the interpreter
-        if not (interpreting() and _chosen(op) == "triton"):
+        if not (interpreting() and _chosen(op) == "triton" and op not in NO_TRITON_OPS):
             return CPU
         backend = "triton"
     else:
         chosen = _chosen(op)
         backend = chosen if chosen is not None else default_backend(op)
+        if backend == "triton" and op in NO_TRITON_OPS:
+            backend = "cuda" if cuda_compiled(op) else "reference"
     if backend == "triton":
         _ensure_triton_op(op)
     return backend
@@ -194,6 +200,8 @@ def backend_table() -> Dict[str, Dict[str, str]]:
     table: Dict[str, Dict[str, str]] = {}
     for op in op_names():
         chosen = _chosen(op)
+        if chosen == "triton" and op in NO_TRITON_OPS:
+            chosen = None
         if chosen == "triton" and interpreting():
             cpu = "triton"
         else:
@@ -205,7 +213,7 @@ def backend_table() -> Dict[str, Dict[str, str]]:
     return table
 
 
-__all__ = ["BACKENDS", "CPU", "ENV_VAR", "backend_table", "cuda_compiled", "default_backend", "interpreting",
+__all__ = ["BACKENDS", "CPU", "ENV_VAR", "NO_TRITON_OPS", "backend_table", "cuda_compiled", "default_backend", "interpreting",
            "op_names", "resolve", "triton_available", "use_backend"]
 
 

@@ -366,7 +366,8 @@ def check_boxes(op: str, boxes, arg: str) -> None:
 
 def _check_same_place(op: str, ref: torch.Tensor, ref_arg: str, t: torch.Tensor, arg: str, dtype: bool = True) -> None:
     if dtype and t.dtype != ref.dtype:
-        raise TypeError(f"cnnkernels.{op}: {arg} must have {ref_arg}'s dtype {_dtype(ref.dtype)}, got {_dtype(t.dtype)}")
+        raise TypeError(f"cnnkernels.{op}: {arg} must have {ref_arg}'s dtype {_dtype(ref.dtype)}, got "
+                        f"{_dtype(t.dtype)}")
     if t.device != ref.device:
         raise ValueError(f"cnnkernels.{op}: {arg} must be on {ref_arg}'s device {ref.device}, got {t.device}")
 
@@ -457,3 +458,34 @@ def check_yolo_postprocess(head, anchors, image_size, score_threshold: float, io
     if max_detections < 0:
         raise ValueError(f"cnnkernels.{op}: max_detections must be >= 0, got {max_detections}")
     return g
+
+
+def check_up_concat_conv(input, skip, up_weight, up_bias, weight, bias, activation):
+    """The output shape (N, C_out, 2H, 2W)."""
+    op = "up_concat_conv"
+    check_input(op, input)
+    N, C, H, W = input.shape
+    if 2 * H > INT64_MAX or 2 * W > INT64_MAX:  # an expanded input with H or W near 2**63
+        raise ValueError(f"cnnkernels.{op}: input spatial size ({H}x{W}) gives an upsampled size beyond int64")
+    check_like(op, input, up_weight, "up_weight")
+    if up_weight.dim() != 4 or up_weight.shape[0] != C or up_weight.shape[1] <= 0 or up_weight.shape[2] != 2 \
+            or up_weight.shape[3] != 2:
+        raise ValueError(f"cnnkernels.{op}: up_weight must have shape [{C}, C_up, 2, 2] (a 2x2 stride-2 transposed "
+                         f"convolution of the input's {C} channels), got shape {_shape(up_weight)}")
+    C_up = up_weight.shape[1]
+    check_bias(op, input, up_bias, C_up, "up_bias")
+    check_like(op, input, skip, "skip")
+    if skip.dim() != 4 or skip.shape[0] != N or skip.shape[1] <= 0 or skip.shape[2] != 2 * H \
+            or skip.shape[3] != 2 * W:
+        raise ValueError(f"cnnkernels.{op}: skip must have shape [{N}, C_skip, {2 * H}, {2 * W}] (twice the input's "
+                         f"spatial size), got shape {_shape(skip)}")
+    C_cat = skip.shape[1] + C_up
+    check_like(op, input, weight, "weight")
+    if weight.dim() != 4 or weight.shape[0] <= 0 or weight.shape[1] != C_cat or weight.shape[2] != 3 \
+            or weight.shape[3] != 3:
+        raise ValueError(f"cnnkernels.{op}: weight must have shape [C_out, {C_cat}, 3, 3] (C_skip + C_up = "
+                         f"{skip.shape[1]} + {C_up} input channels), got shape {_shape(weight)}")
+    Cout = weight.shape[0]
+    check_bias(op, input, bias, Cout, "bias")
+    parse_activation(op, "activation", activation)
+    return N, Cout, 2 * H, 2 * W

@@ -6,10 +6,11 @@ import torch
 
 
 def conv_backward(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, has_bias: bool, stride, padding,
-                  dilation, groups: int, needs=(True, True, True)):
-    """(grad_input, grad_weight, grad_bias) of conv2d(input, weight, bias) for upstream `grad`."""
+                  dilation, groups: int, needs=(True, True, True), transposed: bool = False):
+    """(grad_input, grad_weight, grad_bias) of conv2d(input, weight, bias) for upstream `grad`, or with `transposed`
+    of conv_transpose2d(input, weight, bias) (weight [C_in, C_out / groups, kH, kW], no output padding)."""
     mask = [bool(needs[0]), bool(needs[1]), bool(needs[2]) and has_bias]
+    bias_sizes = [weight.shape[1] * groups if transposed else weight.shape[0]] if has_bias else None
     gi, gw, gb = torch.ops.aten.convolution_backward(
-        grad, input, weight, [weight.shape[0]] if has_bias else None, list(stride), list(padding), list(dilation),
-        False, [0, 0], groups, mask)
+        grad, input, weight, bias_sizes, list(stride), list(padding), list(dilation), transposed, [0, 0], groups, mask)
     return gi, gw, gb

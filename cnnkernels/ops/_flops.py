@@ -101,6 +101,14 @@ def no_conv_macs(*args, **kwargs) -> int:
     return 0
 
 
+def up_concat_conv_macs(input: Shape, skip: Shape, up_weight: Shape, up_bias: Optional[Shape], weight: Shape,
+                        bias: Optional[Shape], activation: str) -> int:
+    n, hw_up = input[0], [2 * input[2], 2 * input[3]]
+    # FlopCounterMode's transposed-conv formula: every input pixel meets every tap of up_weight [C_in, C_up, 2, 2]
+    # (stride 2 = kernel 2, so each upsampled pixel is one tap's product); then the 'same' 3x3 conv at 2H x 2W.
+    return _conv_macs(n, input[2:], up_weight) + _conv_macs(n, hw_up, weight)
+
+
 MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "add_relu": add_relu_macs,
     "conv2d_act": conv2d_act_macs,
@@ -112,6 +120,7 @@ MAC_FORMULAS: Dict[str, Callable[..., int]] = {
     "nms": no_conv_macs,
     "batched_nms": no_conv_macs,
     "yolo_postprocess": no_conv_macs,
+    "up_concat_conv": up_concat_conv_macs,
 }
 
 

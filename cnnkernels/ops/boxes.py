@@ -3,11 +3,11 @@
 Exact means the same kept indices in the same order, ties included, as torchvision 0.29's CPU kernels. That follows
 from doing what they do, step for step:
 
-- IoU arithmetic: area = (x2 - x1) * (y2 - y1); inter = max(0, min(x2) - max(x2')) * max(0, ...);
-  iou = inter / (area_a + area_b - inter), with area_a the box that ranks higher in nms;
+- IoU arithmetic: area = (x2 - x1) * (y2 - y1); inter = w * h with w = max(0, min(x2_a, x2_b) - max(x1_a, x1_b))
+  and h likewise; iou = inter / (area_a + area_b - inter), with a the box that ranks higher in nms;
 - nms ranks boxes by a stable descending sort of `scores` (equal scores by ascending index, as torchvision's nms
-  kernel sorts; a NaN score ranks first) and box j is suppressed by a kept box when iou > iou_threshold, compared in float64 (torchvision
-  compares the box dtype's IoU with the threshold as a double);
+  kernel sorts them; a NaN score ranks first) and box j is suppressed by a kept box when iou > iou_threshold,
+  compared in float64 (torchvision compares the box dtype's IoU with the threshold as a double);
 - batched_nms switches strategy where torchvision.ops.batched_nms does (more than 4000 box coordinates on the CPU,
   100,000 on CUDA): below, nms of the boxes shifted by idx * (max coordinate + 1) (the "coordinate trick", whose shift
   rounds the coordinates and lets classes overlap when coordinates are negative); above, nms per class, then the kept

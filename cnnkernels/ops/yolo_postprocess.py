@@ -57,28 +57,37 @@ def yolo_decode(head: torch.Tensor, anchors: torch.Tensor,
     return boxes.reshape(g.N, m, 4), scores.reshape(g.N, m), labels.reshape(g.N, m)
 
 
-def yolo_postprocess_reference(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int],
-                               score_threshold: float, iou_threshold: float, max_detections: int):
-    """decode -> score > score_threshold -> batched_nms -> first max_detections, per image; padded outputs
-    (boxes [N, K, 4], scores [N, K], labels int64 [N, K] (-1 in padding), counts int64 [N])."""
-    boxes, scores, labels = yolo_decode(head, anchors, image_size)
-    N, K = head.shape[0], max_detections
+def _select(boxes, scores, labels, score_threshold: float, iou_threshold: float, max_detections: int, batched_nms):
+    """Per image: candidates with score > score_threshold, `batched_nms` on them, the first max_detections kept, in
+    padded outputs."""
+    N, K = boxes.shape[0], max_detections
     out_boxes = boxes.new_zeros((N, K, 4))
     out_scores = scores.new_zeros((N, K))
     out_labels = labels.new_full((N, K), -1)
     counts = labels.new_zeros((N,))
     for n in range(N):
         cand = torch.where(scores[n] > score_threshold)[0]
-        keep = cand[batched_nms_reference(boxes[n, cand], scores[n, cand], labels[n, cand], iou_threshold)][:K]
+        keep = cand[batched_nms(boxes[n, cand], scores[n, cand], labels[n, cand], iou_threshold)][:K]
         k = keep.shape[0]
         out_boxes[n, :k], out_scores[n, :k], out_labels[n, :k] = boxes[n, keep], scores[n, keep], labels[n, keep]
         counts[n] = k
     return out_boxes, out_scores, out_labels, counts
 
 
+def yolo_postprocess_reference(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int],
+                               score_threshold: float, iou_threshold: float, max_detections: int):
+    """decode -> score > score_threshold -> batched_nms -> first max_detections, per image; padded outputs
+    (boxes [N, K, 4], scores [N, K], labels int64 [N, K] (-1 in padding), counts int64 [N])."""
+    return _select(*yolo_decode(head, anchors, image_size), score_threshold, iou_threshold, max_detections,
+                   batched_nms_reference)
+
+
 def _fallback(head, anchors, image_size, score_threshold, iou_threshold, max_detections):
     check_yolo_postprocess(head, anchors, image_size, score_threshold, iou_threshold, max_detections)
-    return yolo_postprocess_reference(head, anchors, image_size, score_threshold, iou_threshold, max_detections)
+    # The same composition with the batched_nms op: its compiled kernel where there is one (the reference's Python
+    # suppression loop is the slow part).
+    return _select(*yolo_decode(head, anchors, image_size), score_threshold, iou_threshold, max_detections,
+                   torch.ops.cnnkernels.batched_nms)
 
 
 register_reference_where_missing("yolo_postprocess", _fallback)
@@ -95,8 +104,8 @@ register_op_hooks("yolo_postprocess", fake=_fake, backward=no_gradient_backward,
                   setup_context=non_differentiable_setup_context)
 
 
-def yolo_postprocess(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int], score_threshold: float = 0.25,
-                     iou_threshold: float = 0.45, max_detections: int = 100):
+def yolo_postprocess(head: torch.Tensor, anchors: torch.Tensor, image_size: Sequence[int],
+                     score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100):
     """Detections of a YOLO head, per image: (boxes [N, K, 4], scores [N, K], labels int64 [N, K], counts int64 [N])
     with K = max_detections, sorted by descending score, rows from counts[n] on zero boxes/scores and label -1.
     Equal to yolo_decode -> score > score_threshold -> batched_nms(iou_threshold) -> first K (module docstring)."""

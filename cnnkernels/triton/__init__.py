@@ -11,11 +11,13 @@ and torch.compile of the Triton ops only work on a GPU.
 
 from cnnkernels.triton._common import INTERPRET
 from cnnkernels.triton.add_relu import add_relu_triton
+from cnnkernels.triton.box_iou import box_iou_triton
 from cnnkernels.triton.conv2d_act import conv2d_act_triton
 from cnnkernels.triton.dwsep_conv2d import dwsep_conv2d_triton
 from cnnkernels.triton.inception_block import inception_block_triton
 from cnnkernels.triton.inverted_residual import inverted_residual_triton
 from cnnkernels.triton.mbconv import mbconv_triton
+from cnnkernels.triton.up_concat_conv import up_concat_conv_triton
 
-__all__ = ["INTERPRET", "add_relu_triton", "conv2d_act_triton", "dwsep_conv2d_triton",
-           "inception_block_triton", "inverted_residual_triton", "mbconv_triton"]
+__all__ = ["INTERPRET", "add_relu_triton", "box_iou_triton", "conv2d_act_triton", "dwsep_conv2d_triton",
+           "inception_block_triton", "inverted_residual_triton", "mbconv_triton", "up_concat_conv_triton"]

@@ -25,8 +25,7 @@ Gate parse_gate(const char* op, const char* arg, std::string_view value) {
                     "'");
 }
 
-// None passed for a Tensor argument reaches the kernels as an undefined tensor.
-static void check_defined(const char* op, const at::Tensor& t, const char* arg) {
+void check_defined(const char* op, const at::Tensor& t, const char* arg) {
   TORCH_CHECK_TYPE(t.defined(), "cnnkernels.", op, ": ", arg, " must be a tensor, got None");
 }
 

@@ -30,6 +30,8 @@ struct ConvGeom {
   int64_t Ho, Wo;            // output
 };
 
+// None passed for a Tensor argument reaches the kernels as an undefined tensor: a TypeError naming `arg`.
+void check_defined(const char* op, const at::Tensor& t, const char* arg);
 // `input` must be a 4-D floating tensor (fp32/fp16/bf16/fp64) on any device, with C, H and W non-zero (N may be 0).
 // Every check below rejects None (an undefined tensor) for a Tensor argument with a TypeError naming it.
 void check_input(const char* op, const at::Tensor& input, const char* arg = "input");

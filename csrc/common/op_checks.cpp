@@ -2,6 +2,9 @@
 
 #include <c10/util/Exception.h>
 
+#include <cmath>
+#include <limits>
+
 namespace cnnkernels {
 
 Conv2dActGeom check_conv2d_act(const at::Tensor& input, const at::Tensor& weight,
@@ -163,6 +166,107 @@ MBConvGeom check_mbconv(const at::Tensor& input, const c10::optional<at::Tensor>
   g.pad = g.k / 2;
   g.Ho = (g.H - 1) / stride + 1;
   g.Wo = (g.W - 1) / stride + 1;
+  return g;
+}
+
+// ---- detection ops: the messages of cnnkernels/ops/_checks.py (check_boxes, check_nms, ...) -----------------------
+
+static void check_boxes(const char* op, const at::Tensor& boxes, const char* arg) {
+  check_defined(op, boxes, arg);
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "cnnkernels.", op, ": ", arg,
+                    " must be a 2-D tensor [N, 4] of (x1, y1, x2, y2) boxes, got shape ", boxes.sizes());
+  const auto dt = boxes.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, "cnnkernels.", op,
+                   ": ", arg, " must be float32, float16, bfloat16 or float64, got ", dt);
+}
+
+static void check_same_place(const char* op, const at::Tensor& ref, const char* ref_arg, const at::Tensor& t,
+                             const char* arg, bool dtype = true) {
+  TORCH_CHECK_TYPE(!dtype || t.scalar_type() == ref.scalar_type(), "cnnkernels.", op, ": ", arg, " must have ", ref_arg,
+                   "'s dtype ", ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "cnnkernels.", op, ": ", arg, " must be on ", ref_arg, "'s device ",
+                    ref.device(), ", got ", t.device());
+}
+
+// A 1-D tensor with one entry per box (scores, idxs).
+static void check_per_box(const char* op, const at::Tensor& boxes, const at::Tensor& t, const char* arg) {
+  check_defined(op, t, arg);
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == boxes.size(0), "cnnkernels.", op, ": ", arg,
+                    " must be a 1-D tensor [", boxes.size(0), "] (one per box), got shape ", t.sizes());
+}
+
+// NaN compares false with everything: a NaN threshold would silently keep every box.
+static void check_threshold(const char* op, const char* arg, double value) {
+  TORCH_CHECK_VALUE(!std::isnan(value), "cnnkernels.", op, ": ", arg, " must be a number, got nan");
+}
+
+void check_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  const char* op = "box_iou";
+  check_boxes(op, boxes1, "boxes1");
+  check_boxes(op, boxes2, "boxes2");
+  check_same_place(op, boxes1, "boxes1", boxes2, "boxes2");
+}
+
+void check_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const char* op = "nms";
+  check_boxes(op, boxes, "boxes");
+  check_per_box(op, boxes, scores, "scores");
+  check_same_place(op, boxes, "boxes", scores, "scores");
+  check_threshold(op, "iou_threshold", iou_threshold);
+}
+
+void check_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                       double iou_threshold) {
+  const char* op = "batched_nms";
+  check_boxes(op, boxes, "boxes");
+  check_per_box(op, boxes, scores, "scores");
+  check_same_place(op, boxes, "boxes", scores, "scores");
+  check_per_box(op, boxes, idxs, "idxs");
+  const auto it = idxs.scalar_type();
+  TORCH_CHECK_TYPE(it == at::kByte || it == at::kChar || it == at::kShort || it == at::kInt || it == at::kLong,
+                   "cnnkernels.", op, ": idxs must be an integer tensor (int64, int32, int16, int8 or uint8), got ", it);
+  check_same_place(op, boxes, "boxes", idxs, "idxs", /*dtype=*/false);
+  check_threshold(op, "iou_threshold", iou_threshold);
+}
+
+}  // namespace cnnkernels
+
+namespace cnnkernels {
+
+UpConcatGeom check_up_concat_conv(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
+                                  const c10::optional<at::Tensor>& up_bias, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::string_view activation) {
+  const char* op = "up_concat_conv";
+  check_input(op, input);
+  UpConcatGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  // An expanded input with H or W near 2**63: 2H would overflow.
+  TORCH_CHECK_VALUE(g.H <= std::numeric_limits<int64_t>::max() / 2 &&
+                        g.W <= std::numeric_limits<int64_t>::max() / 2, "cnnkernels.up_concat_conv: input spatial size (",
+                    g.H, "x", g.W, ") gives an upsampled size beyond int64");
+  check_like(op, input, up_weight, "up_weight");
+  TORCH_CHECK_VALUE(up_weight.dim() == 4 && up_weight.size(0) == g.C && up_weight.size(1) > 0 &&
+                        up_weight.size(2) == 2 && up_weight.size(3) == 2,
+                    "cnnkernels.up_concat_conv: up_weight must have shape [", g.C,
+                    ", C_up, 2, 2] (a 2x2 stride-2 transposed convolution of the input's ", g.C,
+                    " channels), got shape ", up_weight.sizes());
+  g.Cup = up_weight.size(1);
+  check_bias(op, input, up_bias, g.Cup, "up_bias");
+  check_like(op, input, skip, "skip");
+  TORCH_CHECK_VALUE(skip.dim() == 4 && skip.size(0) == g.N && skip.size(1) > 0 && skip.size(2) == 2 * g.H &&
+                        skip.size(3) == 2 * g.W,
+                    "cnnkernels.up_concat_conv: skip must have shape [", g.N, ", C_skip, ", 2 * g.H, ", ", 2 * g.W,
+                    "] (twice the input's spatial size), got shape ", skip.sizes());
+  g.Cskip = skip.size(1);
+  check_like(op, input, weight, "weight");
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) > 0 && weight.size(1) == g.Ctot() && weight.size(2) == 3 &&
+                        weight.size(3) == 3,
+                    "cnnkernels.up_concat_conv: weight must have shape [C_out, ", g.Ctot(),
+                    ", 3, 3] (C_skip + C_up = ", g.Cskip, " + ", g.Cup, " input channels), got shape ",
+                    weight.sizes());
+  g.Cout = weight.size(0);
+  check_bias(op, input, bias, g.Cout, "bias");
+  g.act = parse_activation(op, "activation", activation);
   return g;
 }
 

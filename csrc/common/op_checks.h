@@ -62,4 +62,25 @@ IncGeom check_inception(const at::Tensor& input, const at::Tensor& w1, const at:
                         const at::Tensor& b2, const at::Tensor& w3_reduce, const at::Tensor& b3_reduce,
                         const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4);
 
+// Detection ops (cnnkernels/ops/boxes.py): [N, 4] floating boxes, one score (same dtype) and one integer class
+// index per box, thresholds that are not NaN.
+void check_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2);
+void check_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold);
+void check_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                       double iou_threshold);
+
+}  // namespace cnnkernels
+
+namespace cnnkernels {
+
+struct UpConcatGeom {
+  int64_t N, C, H, W;  // input; the skip tensor and the output are 2H x 2W
+  int64_t Cup, Cskip, Cout;
+  Activation act;
+  int64_t Ctot() const { return Cskip + Cup; }
+};
+UpConcatGeom check_up_concat_conv(const at::Tensor& input, const at::Tensor& skip, const at::Tensor& up_weight,
+                                  const c10::optional<at::Tensor>& up_bias, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::string_view activation);
+
 }  // namespace cnnkernels

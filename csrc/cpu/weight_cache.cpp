@@ -20,9 +20,10 @@ struct Key {
   int dtype;
   int kind;
   int64_t groups, panel;
+  int64_t c0 = 0, c1 = 0;  // the input-channel range packed (packed_conv_weight_channels), else 0, 0
   bool operator==(const Key& o) const {
     return storage == o.storage && offset == o.offset && sizes == o.sizes && strides == o.strides &&
-           dtype == o.dtype && kind == o.kind && groups == o.groups && panel == o.panel;
+           dtype == o.dtype && kind == o.kind && groups == o.groups && panel == o.panel && c0 == o.c0 && c1 == o.c1;
   }
 };
 
@@ -30,7 +31,7 @@ struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = std::hash<const void*>()(k.storage);
     auto mix = [&h](int64_t v) { h ^= std::hash<int64_t>()(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
-    mix(k.offset); mix(k.dtype); mix(k.kind); mix(k.groups); mix(k.panel);
+    mix(k.offset); mix(k.dtype); mix(k.kind); mix(k.groups); mix(k.panel); mix(k.c0); mix(k.c1);
     for (auto s : k.sizes) mix(s);
     return h;
   }
@@ -86,9 +87,10 @@ uint64_t fingerprint_of(const at::Tensor& w) {
 }
 
 template <typename Pack>
-at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack) {
+at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack, int64_t c0 = 0,
+                  int64_t c1 = 0) {
   Key key{w.storage().unsafeGetStorageImpl(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
-          static_cast<int>(w.scalar_type()), kind, groups, panel};
+          static_cast<int>(w.scalar_type()), kind, groups, panel, c0, c1};
   const int64_t version = w.is_inference() ? -1 : static_cast<int64_t>(w._version());
   {
     std::lock_guard<std::mutex> g(mu);
@@ -134,23 +136,42 @@ at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, 
   return packed;
 }
 
+// [Cout, Cin/groups, kH, kW] -> fp32 [groups][panels][kH][kW][Cin/groups][panel] (packed_conv_weight's layout).
+at::Tensor packed_layout(const at::Tensor& weight, int64_t groups, int64_t panel) {
+  const int64_t Cout = weight.size(0), Cin = weight.size(1), kH = weight.size(2), kW = weight.size(3);
+  const int64_t Cg = Cout / groups, panels = (Cg + panel - 1) / panel;
+  // [G, Cg, Cin, kH, kW] -> [G, Cg_padded, kH, kW, Cin] -> [G, panels, panel, kH, kW, Cin] -> [G, panels, kH, kW, Cin, panel]
+  at::Tensor w = weight.detach().to(at::kFloat).reshape({groups, Cg, Cin, kH, kW}).permute({0, 1, 3, 4, 2});
+  if (panels * panel != Cg) w = at::constant_pad_nd(w, {0, 0, 0, 0, 0, 0, 0, panels * panel - Cg});
+  return w.reshape({groups, panels, panel, kH, kW, Cin}).permute({0, 1, 3, 4, 5, 2}).contiguous();
+}
+
 }  // namespace
 
 at::Tensor packed_conv_weight(const at::Tensor& weight, int64_t groups, int64_t panel) {
-  return cached(weight, 0, groups, panel, [&] {
-    const int64_t Cout = weight.size(0), Cin = weight.size(1), kH = weight.size(2), kW = weight.size(3);
-    const int64_t Cg = Cout / groups, panels = (Cg + panel - 1) / panel;
-    // [G, Cg, Cin, kH, kW] -> [G, Cg_padded, kH, kW, Cin] -> [G, panels, panel, kH, kW, Cin] -> [G, panels, kH, kW, Cin, panel]
-    at::Tensor w = weight.detach().to(at::kFloat).reshape({groups, Cg, Cin, kH, kW}).permute({0, 1, 3, 4, 2});
-    if (panels * panel != Cg) w = at::constant_pad_nd(w, {0, 0, 0, 0, 0, 0, 0, panels * panel - Cg});
-    return w.reshape({groups, panels, panel, kH, kW, Cin}).permute({0, 1, 3, 4, 5, 2}).contiguous();
-  });
+  return cached(weight, 0, groups, panel, [&] { return packed_layout(weight, groups, panel); });
 }
 
 at::Tensor packed_depthwise_weight(const at::Tensor& weight) {
   return cached(weight, 1, 1, 0, [&] {
     const int64_t C = weight.size(0);
     return weight.detach().to(at::kFloat).reshape({C, -1}).t().contiguous();
+  });
+}
+
+at::Tensor packed_conv_weight_channels(const at::Tensor& weight, int64_t c0, int64_t c1, int64_t panel) {
+  return cached(weight, 3, 1, panel, [&] {
+    return packed_layout(weight.detach().narrow(1, c0, c1 - c0), 1, panel);
+  }, c0, c1);
+}
+
+at::Tensor packed_up2x2_weight(const at::Tensor& weight, int64_t panel) {
+  return cached(weight, 2, 1, panel, [&] {
+    const int64_t Cin = weight.size(0), Cout = weight.size(1), panels = (Cout + panel - 1) / panel;
+    // [Cin, Cout, 2, 2] -> [2, 2, Cout_padded, Cin] -> [4, panels, panel, Cin] -> [4, panels, Cin, panel]
+    at::Tensor w = weight.detach().to(at::kFloat).permute({2, 3, 1, 0});
+    if (panels * panel != Cout) w = at::constant_pad_nd(w, {0, 0, 0, panels * panel - Cout});
+    return w.reshape({4, panels, panel, Cin}).permute({0, 1, 3, 2}).contiguous();
   });
 }
 

@@ -15,6 +15,14 @@ at::Tensor packed_conv_weight(const at::Tensor& weight, int64_t groups, int64_t 
 // Depthwise [C, 1, kH, kW] -> fp32 [kH*kW][C].
 at::Tensor packed_depthwise_weight(const at::Tensor& weight);
 
+// Input channels [c0, c1) of a conv weight (groups 1), packed as packed_conv_weight packs weight.narrow(1, c0, c1 - c0)
+// but cached under the whole weight, whose data is fingerprinted in place (a narrowed view would be copied to be).
+at::Tensor packed_conv_weight_channels(const at::Tensor& weight, int64_t c0, int64_t c1, int64_t panel);
+
+// A 2x2 stride-2 transposed conv weight [Cin, Cout, 2, 2] -> fp32 [2][2][panels][Cin][panel]: per output phase (p, q),
+// the 1x1 conv weight of that tap, laid out as packed_conv_weight lays out [Cout, Cin, 1, 1].
+at::Tensor packed_up2x2_weight(const at::Tensor& weight, int64_t panel);
+
 // Cached entries whose weight is still alive (for tests and cnnkernels.info).
 int64_t weight_cache_size();
 // Clears every entry and every freeze.

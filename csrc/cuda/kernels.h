@@ -100,4 +100,18 @@ struct MBConvArgs {
 
 cudaError_t launch_mbconv(DType t, const MBConvArgs& a, cudaStream_t stream);
 
+// up_concat_conv: the 3x3 conv (padding 1) of cat([skip, up]) with up = conv_transpose2d(up_x, up_w, up_b, stride 2),
+// the A tile gathered from skip and computed from up_x per K chunk, so neither the upsampled nor the concatenated
+// tensor exists in memory. `conv` is the 3x3 conv over the 2H x 2W output as launch_conv_gemm takes it, with x = skip
+// (ldx = Cskip), Cg = Cskip + Cup, w [3][3][Cskip + Cup][Cout], bias, act and out[0].
+struct UpConcatArgs {
+  ConvGemmArgs conv;
+  const void* up_x = nullptr;  // NHWC [N, H, W, Cin], H = conv.H / 2, W = conv.W / 2
+  int64_t Cin = 0, Cskip = 0, Cup = 0;
+  const void* up_w = nullptr;  // [2][2][Cin][Cup] (tap (p, q) makes upsampled pixel (2y + p, 2x + q)), accumulation type
+  const void* up_b = nullptr;  // [Cup], accumulation type, or null
+};
+
+cudaError_t launch_up_concat_conv(DType t, const UpConcatArgs& a, cudaStream_t stream);
+
 }  // namespace cnnkernels::cuda

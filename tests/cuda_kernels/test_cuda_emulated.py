@@ -123,7 +123,8 @@ MULTI_TILE = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "1x1_s2_
               ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("dwsep_conv2d", "rect"),
               ("inverted_residual", "expand_s2_2coltiles"), ("inverted_residual", "k5_residual"),
               ("inverted_residual", "no_expand_2coltiles"),
-              ("inception_block", "wide"), ("mbconv", "se_2coltiles"), ("mbconv", "se_k5_s2_hardswish")]
+              ("inception_block", "wide"), ("mbconv", "se_2coltiles"), ("mbconv", "se_k5_s2_hardswish"),
+              ("up_concat_conv", "2coltiles_silu")]
 
 
 @pytest.mark.parametrize("device", list(DEVICES))
@@ -201,6 +202,7 @@ def _bad_inputs():
     inc = list(CASES["inception_block"][0][1])
     pair = list(CASES["add_relu"][0][1])
     mb = list(CASES["mbconv"][0][1])
+    up = list(CASES["up_concat_conv"][0][1])
     yield "add_relu", "shape", [pair[0], pair[1][:, :2]]
     yield "add_relu", "dtype", [pair[0], pair[1].float()]
     yield "conv2d_act", "weight_cin", conv[:1] + [conv[1][:, :3]] + conv[2:]
@@ -219,6 +221,9 @@ def _bad_inputs():
     yield "mbconv", "se_activation", mb[:14] + ["gelu"] + mb[15:]
     yield "mbconv", "se_gate", mb[:15] + ["tanh"]
     yield "mbconv", "k4", mb[:3] + [mb[3].new_zeros(mb[3].shape[0], 1, 4, 4)] + mb[4:]
+    yield "up_concat_conv", "skip_not_2x", up[:1] + [up[1][..., :-1]] + up[2:]
+    yield "up_concat_conv", "weight_channels", up[:4] + [up[4][:, 1:]] + up[5:]
+    yield "up_concat_conv", "activation", up[:6] + ["gelu"]
 
 
 BAD = list(_bad_inputs())

@@ -12,6 +12,7 @@ from cnnkernels import _library, backends
 from cnnkernels.backends import ENV_VAR, backend_table, default_backend, resolve, use_backend
 
 OPS = _library.op_names()
+TRITON_OPS = [op for op in OPS if op not in backends.NO_TRITON_OPS]
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,8 @@ def test_exports():
 
 
 def test_defaults(monkeypatch):
-    assert all(default_backend(op) == "triton" for op in OPS)          # no compiled CUDA kernel, triton importable
+    assert all(default_backend(op) == "triton" for op in TRITON_OPS)   # no compiled CUDA kernel, triton importable
+    assert all(default_backend(op) == "reference" for op in backends.NO_TRITON_OPS)
     set_cuda_compiled(monkeypatch, "add_relu")
     assert default_backend("add_relu") == "cuda"                         # the compiled CUDA kernel wins
     assert default_backend("conv2d_act") == "triton"
@@ -65,7 +67,8 @@ def test_resolve_devices(monkeypatch):
 def test_use_backend_all_ops(monkeypatch):
     set_cuda_compiled(monkeypatch, *OPS)
     with use_backend("triton"):
-        assert all(resolve(op, "cuda") == "triton" for op in OPS)
+        assert all(resolve(op, "cuda") == "triton" for op in TRITON_OPS)
+        assert all(resolve(op, "cuda") == "cuda" for op in backends.NO_TRITON_OPS)  # no Triton op: unchanged
         assert resolve("conv2d_act", "cpu") == "cpu"                     # CPU tensors: not without the interpreter
     assert all(resolve(op, "cuda") == "cuda" for op in OPS)              # restored
     with use_backend("reference"):
@@ -123,7 +126,7 @@ def test_use_backend_is_thread_local():
 def test_env_var(monkeypatch):
     set_cuda_compiled(monkeypatch, *OPS)
     monkeypatch.setenv(ENV_VAR, "triton")
-    assert all(resolve(op, "cuda") == "triton" for op in OPS)
+    assert all(resolve(op, "cuda") == "triton" for op in TRITON_OPS)
     monkeypatch.setenv(ENV_VAR, " conv2d_act = reference , add_relu=triton ")
     assert resolve("conv2d_act", "cuda") == "reference"
     assert resolve("add_relu", "cuda") == "triton"
@@ -200,3 +203,13 @@ def test_choosing_triton_registers_the_triton_op(monkeypatch):
     with use_backend("triton"):
         assert resolve("conv2d_act", "cuda") == "triton"
     assert hasattr(torch.ops.cnnkernels, "conv2d_act_triton")
+
+
+def test_ops_without_triton(monkeypatch):
+    # A "triton" choice for an op that has no Triton implementation runs what it runs without one.
+    with use_backend("triton", nms="triton"):
+        assert resolve("nms", "cuda") == "reference"
+        assert resolve("nms", "cpu") == "cpu"
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert resolve("nms", "cpu") == "cpu"
+        assert backend_table()["nms"] == {"cpu": _library.KERNEL_SOURCES["nms"]["CPU"], "cuda": "reference"}

@@ -136,17 +136,6 @@ def test_gradients():
         assert torch.equal(keep, tvops.nms(b1.detach(), scores.detach(), 0.5))
 
 
-@pytest.mark.parametrize("name,args", [
-    ("box_iou", lambda: (random_boxes(5, 1), random_boxes(3, 2))),
-    ("nms", lambda: (random_boxes(9, 1), tied_scores(9, 1), 0.5)),
-    ("batched_nms", lambda: (random_boxes(9, 1), tied_scores(9, 1), torch.arange(9) % 2, 0.5)),
-])
-def test_opcheck(name, args):
-    # nms / batched_nms return a data-dependent length (an unbacked size in their fake kernels); opcheck's
-    # test_aot_dispatch_dynamic handles it, so every check runs.
-    torch.library.opcheck(getattr(torch.ops.cnnkernels, name), args())
-
-
 @pytest.mark.bad_input
 def test_bad_inputs():
     b, s = random_boxes(4, 0), torch.rand(4)
@@ -160,3 +149,20 @@ def test_bad_inputs():
     assert_op_error("batched_nms", (b, s, torch.zeros(4), 0.5), TypeError, "idxs")
     assert_op_error("batched_nms", (b, s, torch.zeros(4, dtype=torch.bool), 0.5), TypeError, "idxs")
     assert_op_error("batched_nms", (b, s, torch.zeros(3, dtype=torch.long), 0.5), ValueError, "idxs")
+
+
+def test_compile():
+    # One graph with the ops as single nodes; nms's data-dependent length is an unbacked size under fullgraph.
+    torch._dynamo.reset()
+
+    def detect(boxes, scores, idxs):
+        keep = torch.ops.cnnkernels.batched_nms(boxes, scores, idxs, 0.5)
+        return keep, torch.ops.cnnkernels.box_iou(boxes, boxes).amax(1), torch.ops.cnnkernels.nms(boxes, scores, 0.3)
+
+    boxes, scores = random_boxes(50, 7), tied_scores(50, 7)
+    idxs = torch.arange(50) % 3
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        got = torch.compile(detect, fullgraph=True)(boxes, scores, idxs)
+    for g, w in zip(got, detect(boxes, scores, idxs)):
+        assert torch.equal(g, w)
+    assert torch.equal(got[0], tvops.batched_nms(boxes, scores, idxs, 0.5))

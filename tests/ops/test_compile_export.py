@@ -6,9 +6,10 @@ import torch
 
 from cnnkernels._library import op_names
 from support.dtypes import TOLERANCES
+from support.samples import generic_ops
 from support.tiny_net import TinyNet
 
-OPS = tuple(op_names())
+OPS = generic_ops("tiny_net", op_names())
 
 
 def _graph_ops(gm: torch.fx.GraphModule) -> set:

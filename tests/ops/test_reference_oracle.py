@@ -13,7 +13,9 @@ import torch
 
 from support import oracle
 from support.helpers import map_tensors, op, reference
-from support.samples import OPS, sample_inputs
+from support.samples import generic_ops, sample_inputs
+
+OPS = generic_ops("oracle")  # torchvision is the detection ops' oracle (samples.NOT_APPLICABLE)
 
 pytestmark = pytest.mark.correctness
 

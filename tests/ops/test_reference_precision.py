@@ -16,7 +16,9 @@ import torch
 from cnnkernels.ops._checks import output_memory_format
 from cnnkernels.ops._precision import NARROW_DTYPES, run_in_fp32
 from support.helpers import DTYPE_IDS, map_tensors, op, reference, to_fp32, with_specials
-from support.samples import OPS, sample_inputs
+from support.samples import generic_ops, sample_inputs
+
+OPS = generic_ops("precision")  # the detection ops are exact (samples.NOT_APPLICABLE)
 
 NARROW = list(NARROW_DTYPES)
 

@@ -7,6 +7,7 @@ import torch
 
 import cnnkernels  # noqa: F401  (loads the libraries)
 from cnnkernels import _library
+from support.samples import generic_ops
 
 pytestmark = pytest.mark.skipif(not _library.CUDA_LIB.exists(),
                                 reason="cnnkernels was built without CUDA kernels (no libcnnkernels_cuda.so)")
@@ -17,7 +18,7 @@ def test_cuda_library_loaded():
     assert _library.STATE.build_config["cuda"], _library.STATE.build_config
 
 
-@pytest.mark.parametrize("op", _library.op_names())
+@pytest.mark.parametrize("op", generic_ops("cuda", _library.op_names()))
 def test_registers_a_compiled_cuda_kernel(op):
     qualname = f"cnnkernels::{op}"
     assert torch._C._dispatch_has_kernel_for_dispatch_key(qualname, "CUDA")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from support.fuzz import check_case
 from support.helpers import assert_op_error, op, reference, with_specials
-from support.samples import sample_inputs
+from support.samples import generic_ops, sample_inputs
 from support.valid_args import AT_WINDOW_MAX, VALID, WINDOW_MAX
 from support.valid_args import call_args as _call_args
 
@@ -51,10 +51,15 @@ def _tensor_args(op_name, required_only=False):
             and not (required_only and str(a.type) != "Tensor")]
 
 
+def _first_arg(op_name) -> str:
+    """The argument the others are checked against ("input"; "boxes", "boxes1", "head" for the detection ops)."""
+    return _schema(op_name)[0].name
+
+
 def _params(skip=(), include_input=False, required_only=False):
     """pytest params (op, arg) over every tensor argument of every op, less those the per-op files cover."""
     return [pytest.param(o, a, id=f"{o}-{a}") for o in OPS for a in _tensor_args(o, required_only)
-            if (a != "input" or include_input) and (o, a) not in skip]
+            if (a != _first_arg(o) or include_input) and (o, a) not in skip]
 
 
 # -------------------------------------------------------------------------------------- every tensor argument
@@ -70,7 +75,8 @@ def test_wrong_rank(op_name, arg):
 @pytest.mark.bad_input
 @pytest.mark.parametrize("op_name,arg", _params(skip={
     ("add_relu", "residual"), ("conv2d_act", "weight"), ("conv2d_act", "residual"), ("dwsep_conv2d", "pw_weight"),
-    ("dwsep_conv2d", "dw_bias"), ("inverted_residual", "dw_bias"), ("inception_block", "w4")}))
+    ("dwsep_conv2d", "dw_bias"), ("inverted_residual", "dw_bias"), ("inception_block", "w4"),
+    ("batched_nms", "idxs")}))  # idxs is an integer tensor of any integer dtype (tests/ops/test_boxes.py)
 def test_mixed_dtype(op_name, arg):
     bad = _valid_dict(op_name)[arg].double()
     msg = assert_op_error(op_name, _call_args(op_name, **{arg: bad}), TypeError, arg)
@@ -113,8 +119,10 @@ def test_non_float_dtype(op_name, dtype):
     if (op_name, dtype) in {("add_relu", torch.int32)}:
         pytest.skip("covered by test_add_relu.py")
     args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) else a for a in VALID[op_name]())
-    msg = assert_op_error(op_name, args, TypeError, "input")
-    assert "must be float32, float16, bfloat16 or float64" in msg, msg
+    msg = assert_op_error(op_name, args, TypeError, _first_arg(op_name))
+    # a YOLO head is float32 or float64 only (cnnkernels/ops/yolo_postprocess.py)
+    assert ("must be float32 or float64" if op_name == "yolo_postprocess" else
+            "must be float32, float16, bfloat16 or float64") in msg, msg
 
 
 # ----------------------------------------------------------------------------------------------- activations
@@ -143,7 +151,7 @@ def test_activation_not_a_string():
 # ----------------------------------------------------------------------------------------------- zero sizes
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("op_name", [o for o in OPS if o != "add_relu"])
+@pytest.mark.parametrize("op_name", [o for o in generic_ops("conv_shapes", OPS) if o != "add_relu"])
 def test_zero_channels(op_name):
     # F.conv2d returns an empty tensor shaped like neither the input nor the true result for C = 0 (it would be
     # act(bias) everywhere); the ops reject it, compiled, fallback and fake alike.
@@ -228,6 +236,16 @@ SHAPE_CASES = [
     ("mbconv", dict(se_reduce_bias=torch.randn(12)), "se_reduce_bias"),
     ("mbconv", dict(expand_weight=None, expand_bias=None), "dw_weight"),  # the depthwise conv then sees 4 channels, not 12
     ("mbconv", dict(project_weight=torch.randn(6, 12, 1, 1), project_bias=torch.randn(6)), "residual"),
+    ("box_iou", dict(boxes2=torch.rand(3, 5)), "boxes2"),
+    ("box_iou", dict(boxes1=torch.rand(4)), "boxes1"),
+    ("nms", dict(scores=torch.rand(6, 1)), "scores"),
+    ("nms", dict(scores=torch.rand(7)), "scores"),
+    ("batched_nms", dict(idxs=torch.zeros(5, dtype=torch.long)), "idxs"),
+    ("batched_nms", dict(boxes=torch.rand(6, 2, 2)), "boxes"),
+    ("yolo_postprocess", dict(head=torch.randn(2, 3 * 7 + 1, 4, 5)), "head"),  # not A*(5+C) channels
+    ("yolo_postprocess", dict(head=torch.randn(2, 3 * 5, 4, 5)), "head"),      # C = 0
+    ("yolo_postprocess", dict(head=torch.randn(2, 21, 0, 5)), "head"),
+    ("yolo_postprocess", dict(anchors=torch.rand(0, 2)), "anchors"),
 ]
 
 
@@ -251,6 +269,13 @@ HPARAM_CASES = [
     ("mbconv", dict(stride=3, residual=False), "stride"),
     ("mbconv", dict(stride=0, residual=False), "stride"),
     ("mbconv", dict(stride=2), "residual"),  # stride 2 cannot add the input
+    ("nms", dict(iou_threshold=math.nan), "iou_threshold"),
+    ("batched_nms", dict(iou_threshold=math.nan), "iou_threshold"),
+    ("yolo_postprocess", dict(score_threshold=math.nan), "score_threshold"),
+    ("yolo_postprocess", dict(iou_threshold=math.nan), "iou_threshold"),
+    ("yolo_postprocess", dict(max_detections=-1), "max_detections"),
+    ("yolo_postprocess", dict(image_size=[32, 0]), "image_size"),
+    ("yolo_postprocess", dict(image_size=[-32, 40]), "image_size"),
 ]
 
 
@@ -349,7 +374,7 @@ def test_dilated_kernel_beyond_int64(dilation):
 @pytest.mark.correctness
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],
                          ids=["fp32", "fp16", "bf16", "fp64"])
-@pytest.mark.parametrize("op_name", OPS)
+@pytest.mark.parametrize("op_name", generic_ops("nan", OPS))
 def test_nan_inf_propagate(op_name, dtype):
     # NaN and Inf in the input end up where the reference puts them (relu(-inf) = 0, relu6(inf) = 6, nan stays nan;
     # max pooling propagates nan), for every sample of the op.

@@ -72,8 +72,9 @@ def test_same_op_from_many_threads(op_name):
             for k in range(len(samples)):
                 j = (k + i + rep) % len(samples)  # threads start at different samples: different shapes at once
                 out = op(op_name)(*samples[j][1])
-                assert torch.equal(out, serial[j]), f"{samples[j][0]}: differs from the serial call"
-                assert out.stride() == serial[j].stride()
+                for o, s in zip(out, serial[j]) if isinstance(out, tuple) else ((out, serial[j]),):
+                    assert torch.equal(o, s), f"{samples[j][0]}: differs from the serial call"
+                    assert o.stride() == s.stride()
         return True
 
     assert all(run_in_threads(worker))
@@ -280,11 +281,28 @@ def _weight_users():
         a = (x, *inc[:8], w, *inc[9:])
         return op("inception_block")(*a), _ref("inception_block", a)
 
+    up_skip, up_w3 = r(2, 3, 12, 12).contiguous(memory_format=torch.channels_last), r(7, 8, 3, 3)
+
+    def up_concat_up_weight(w):  # packed per (p, q) tap, a cache entry kind of its own
+        a = (x, up_skip, w, None, up_w3, None, "relu")
+        return op("up_concat_conv")(*a), _ref("up_concat_conv", a)
+
+    # small activations: the test's unit-variance weight then sums 7200 products of size ~0.01, not ~1, whose fp32
+    # rounding in a different order would exceed its 1e-4 tolerance
+    wide_skip = (r(2, 400, 12, 12) * 0.01).contiguous(memory_format=torch.channels_last)
+    wide_up = r(8, 400, 2, 2) * 0.01
+
+    def up_concat_split_weight(w):  # 800 channels: packed as two channel ranges of the one weight
+        a = (x, wide_skip, wide_up, None, w, None, "none")
+        return op("up_concat_conv")(*a), _ref("up_concat_conv", a)
+
     return {"conv2d_act": (conv, (16, 8, 3, 3)), "conv2d_act-depthwise": (depthwise, (8, 1, 3, 3)),
             "dwsep_conv2d-pw_weight": (dwsep_pw, (12, 8, 1, 1)),
             "inverted_residual-project_weight": (ir_project, (8, 24, 1, 1)),
             "mbconv-se_reduce_weight": (mbconv_se_reduce, (6, 24, 1, 1)),
-            "inception_block-w3": (inception_w3, (3, 2, 5, 5))}
+            "inception_block-w3": (inception_w3, (3, 2, 5, 5)),
+            "up_concat_conv-up_weight": (up_concat_up_weight, (8, 5, 2, 2)),
+            "up_concat_conv-split_weight": (up_concat_split_weight, (3, 800, 3, 3))}
 
 
 def _ref(op_name, args):

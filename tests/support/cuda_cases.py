@@ -77,6 +77,10 @@ def ref_mbconv(x, ew, eb, dw, db, srw, srb, sew, seb, pw, pb, stride, residual, 
     return y + x if residual else y
 
 
+def ref_up_concat_conv(x, skip, uw, ub, w, b, a):
+    return act(F.conv2d(torch.cat([skip, F.conv_transpose2d(x, uw, ub, stride=2)], 1), w, b, padding=1), a)
+
+
 def ref_add_relu(x, r):
     return torch.relu(x + r)
 
@@ -88,6 +92,7 @@ REFERENCES: Dict[str, Callable] = {
     "inverted_residual": ref_inverted_residual,
     "inception_block": ref_inception_block,
     "mbconv": ref_mbconv,
+    "up_concat_conv": ref_up_concat_conv,
 }
 
 
@@ -155,6 +160,15 @@ def _inception(seed, N, C, H, W, c1, c2r, c2, c3r, c3, c4, k2=3, k3=5):
     return tuple(out)
 
 
+def _up(seed, N, C, H, W, Cup, Cskip, Cout, up_bias=True, bias=True, a="relu"):
+    g = _g(seed)
+    x, skip = _randn(g, N, C, H, W), _randn(g, N, Cskip, 2 * H, 2 * W)
+    uw = _randn(g, C, Cup, 2, 2, scale=1.0 / math.sqrt(C))
+    ub = _randn(g, Cup, scale=0.5) if up_bias else None
+    b = _randn(g, Cout, scale=0.5) if bias else None
+    return (x, skip, uw, ub, _weight(g, Cout, Cskip + Cup, 3, 3), b, a)
+
+
 def _pair(seed, *shape):
     g = _g(seed)
     return (_randn(g, *shape), _randn(g, *shape))
@@ -220,6 +234,14 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("no_se_k5_silu_residual", _mbconv(77, 1, 8, 9, 7, 32, 8, k=5, residual=True)),
         ("no_se_no_expand_s2", _mbconv(78, 2, 12, 7, 7, 12, 20, s=2, a="hardswish", expand=False)),
     ],
+    # K = 9 * (Cskip + Cup) over several chunks, a K chunk that straddles the skip / upsampled boundary, two column
+    # tiles, a 1x1 input, absent biases, every activation.
+    "up_concat_conv": [
+        ("odd_sizes_relu", _up(81, 2, 6, 3, 4, 5, 3, 7)),
+        ("2coltiles_silu", _up(82, 1, 8, 5, 4, 6, 4, 70, a="silu")),
+        ("single_pixel_nobias", _up(83, 1, 5, 1, 1, 2, 3, 4, up_bias=False, bias=False, a="none")),
+        ("hardswish_relu6", _up(84, 1, 3, 2, 5, 1, 1, 5, a="hardswish")),
+    ],
 }
 
 
@@ -249,7 +271,7 @@ def empty_batch(op: str, args) -> list:
     """`args` with the batch dimension of the input (and of add_relu's residual) emptied."""
     args = list(args)
     args[0] = args[0][:0]
-    if op == "add_relu":
+    if op in ("add_relu", "up_concat_conv"):  # the residual / the skip tensor is batched too
         args[1] = args[1][:0]
     return args
 
@@ -269,4 +291,5 @@ GRAD_CASES: Dict[str, tuple] = {
     "inverted_residual": _ir(53, 1, 4, 5, 6, 8, 4, residual=True, a="relu6"),
     "inception_block": _inception(54, 1, 4, 5, 6, 2, 2, 3, 2, 2, 2),
     "mbconv": _mbconv(55, 1, 4, 5, 6, 8, 4, squeeze=2, residual=True),
+    "up_concat_conv": _up(56, 1, 3, 2, 3, 2, 2, 3, a="silu"),
 }

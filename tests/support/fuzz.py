@@ -49,9 +49,9 @@ from cnnkernels.ops._checks import output_memory_format
 from support import oracle
 from support.dtypes import DTYPE_IDS, TOLERANCES
 from support.helpers import expected_memory_format, map_tensors, op, reference
-from support.samples import LAYOUTS, Maker
+from support.samples import LAYOUTS, Maker, generic_ops
 
-OPS = tuple(op_names())
+OPS = generic_ops("fuzz", op_names())
 FUZZ_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ACTS = ACTIVATIONS
 # Layouts of 4-D tensors: samples.LAYOUTS plus a cropped view (storage offset, non-dense, channels_last strides) and a
@@ -262,9 +262,21 @@ def mbconv_cases(draw, b):
                 strided_bias=draw(st.booleans()), **_common(draw))
 
 
+@st.composite
+def up_concat_conv_cases(draw, b):
+    return dict(op="up_concat_conv", N=draw(st.integers(1, b["n"])), C=draw(st.integers(1, b["c"] * 2)),
+                Cup=draw(st.integers(1, b["c"])), Cskip=draw(st.integers(1, b["c"])),
+                Cout=draw(st.integers(1, b["cout"])), H=draw(st.integers(1, (b["hw"] + 1) // 2)),
+                W=draw(st.integers(1, (b["hw"] + 1) // 2)), up_bias=draw(st.booleans()), bias=draw(st.booleans()),
+                act=draw(st.sampled_from(ACTS)), layout=draw(st.sampled_from(LAYOUTS_4D)),
+                skip_layout=draw(st.sampled_from(LAYOUTS_4D)), w_layout=draw(st.sampled_from(WEIGHT_LAYOUTS)),
+                strided_bias=draw(st.booleans()), **_common(draw))
+
+
 STRATEGIES: Dict[str, Callable] = {
     "add_relu": add_relu_cases, "conv2d_act": conv2d_act_cases, "dwsep_conv2d": dwsep_conv2d_cases,
     "inverted_residual": inverted_residual_cases, "inception_block": inception_block_cases, "mbconv": mbconv_cases,
+    "up_concat_conv": up_concat_conv_cases,
 }
 
 
@@ -329,6 +341,12 @@ def build_args(case: dict) -> tuple:
         return (x4(c["N"], C, c["H"], c["W"], c["layout"], sp), w(c["c1"], C), bias(c["c1"]), w(c["c2r"], C),
                 bias(c["c2r"]), w(c["c2"], c["c2r"], *c["k2"]), bias(c["c2"]), w(c["c3r"], C), bias(c["c3r"]),
                 w(c["c3"], c["c3r"], *c["k3"]), bias(c["c3"]), w(c["c4"], C), bias(c["c4"]))
+    if name == "up_concat_conv":
+        c = case
+        return (x4(c["N"], c["C"], c["H"], c["W"], c["layout"], sp),
+                x4(c["N"], c["Cskip"], 2 * c["H"], 2 * c["W"], c["skip_layout"]), w(c["C"], c["Cup"], 2, 2),
+                bias(c["Cup"], c["up_bias"]), w(c["Cout"], c["Cskip"] + c["Cup"], 3, 3), bias(c["Cout"], c["bias"]),
+                c["act"])
     raise ValueError(name)
 
 

@@ -14,7 +14,7 @@ import torch
 
 import cnnkernels
 from support.dtypes import DTYPE_IDS, TOLERANCES
-from support.samples import sample_inputs
+from support.samples import DETECTION_OPS, sample_inputs
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -53,8 +53,9 @@ def with_specials(args: Sequence, positions: Sequence[int]) -> tuple:
 
 
 def with_grad(args: Sequence) -> tuple:
-    """The args with every tensor a leaf that requires grad (strides kept: detach() does not copy)."""
-    return map_tensors(args, lambda t: t.detach().requires_grad_())
+    """The args with every floating tensor a leaf that requires grad (strides kept: detach() does not copy);
+    integer tensors (batched_nms's idxs) as they are."""
+    return map_tensors(args, lambda t: t.detach().requires_grad_() if t.is_floating_point() else t)
 
 
 def expected_memory_format(input: torch.Tensor) -> torch.memory_format:
@@ -70,7 +71,18 @@ def cases(op_name: str, dtypes: Iterable[torch.dtype] = DTYPES, tag: Optional[st
             for dtype in dtypes for label, args in sample_inputs(op_name, dtype, tag=tag)]
 
 
+def assert_equal_outputs(got, want) -> None:
+    """Exactly equal (NaN where the other has NaN), output by output for ops returning several."""
+    for g, w in zip(got, want) if isinstance(want, tuple) else ((got, want),):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
 def assert_matches_reference(op_name: str, args: Sequence, dtype: torch.dtype) -> None:
+    if op_name in DETECTION_OPS:
+        # Exact: the references compute what the kernels compute, in the same dtype (samples.DETECTION_OPS).
+        assert_equal_outputs(op(op_name)(*args), reference(op_name)(*args))
+        return
     out = op(op_name)(*args)
     expected = reference(op_name)(*to_fp32(args))
     assert out.dtype == dtype

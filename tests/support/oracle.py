@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
-OPS_WITH_ORACLE = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block", "mbconv")
+OPS_WITH_ORACLE = ("add_relu", "conv2d_act", "dwsep_conv2d", "inverted_residual", "inception_block", "mbconv",
+                   "up_concat_conv")
 
 
 def _f64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -136,6 +137,16 @@ def inception_block(input, w1, b1, w2_reduce, b2_reduce, w2, b2, w3_reduce, b3_r
         conv_relu(conv_relu(input, w3_reduce, b3_reduce), w3, b3),
         conv_relu(maxpool3x3(input), w4, b4),
     ], dim=1)
+
+
+def up_concat_conv(input, skip, up_weight, up_bias, weight, bias, act):
+    # The 2x2 stride-2 transposed conv written out: upsampled pixel (2y+p, 2x+q) is input pixel (y, x) times tap (p, q).
+    x = _f64(input)
+    N, _, H, W = x.shape
+    up = torch.einsum("ncyx,copq->noypxq", x, _f64(up_weight)).reshape(N, up_weight.shape[1], 2 * H, 2 * W)
+    if up_bias is not None:
+        up = up + _f64(up_bias).view(1, -1, 1, 1)
+    return activation(conv2d_im2col(torch.cat([_f64(skip), up], dim=1), weight, bias, [1, 1], [1, 1]), act)
 
 
 def oracle(op_name: str):

@@ -54,12 +54,26 @@ class Maker:
     def bias(self, n, present=True) -> Optional[torch.Tensor]:
         return self.randn(n, scale=0.5) if present else None
 
+    def boxes(self, n, scale=50.0) -> torch.Tensor:
+        """[n, 4] xyxy boxes in [0, 1.33 scale], overlapping often enough for nms to suppress some."""
+        xy = torch.rand(n, 2, generator=self.gen) * scale
+        wh = torch.rand(n, 2, generator=self.gen) * scale / 3
+        return torch.cat((xy, xy + wh), 1).to(device=self.device, dtype=self.dtype)
+
+    def tied_scores(self, n, levels=4) -> torch.Tensor:
+        """Scores with many ties: the order of equal scores is part of what nms must reproduce."""
+        return (torch.randint(0, levels, (n,), generator=self.gen) / levels).to(device=self.device, dtype=self.dtype)
+
+    def labels(self, n, classes, dtype=torch.int64) -> torch.Tensor:
+        return torch.randint(0, classes, (n,), generator=self.gen, dtype=dtype).to(self.device)
+
 
 @dataclass(frozen=True)
 class Spec:
     label: str
     build: Callable[[Maker], tuple]
     tags: FrozenSet[str] = field(default_factory=frozenset)  # "grad": used by gradcheck, "opcheck": by opcheck
+    dtypes: Optional[FrozenSet[torch.dtype]] = None  # the dtypes the op accepts for this sample; None: all
 
 
 def _tags(*t):
@@ -245,6 +259,114 @@ def _mbconv_specs() -> List[Spec]:
     ]
 
 
+def _up_concat_conv_specs() -> List[Spec]:
+    def up(N, C, H, W, Cup, Cskip, Cout, up_bias, bias, act, layout, skip_layout=None):
+        def build(m: Maker):
+            x = m.input(N, C, H, W, layout)
+            skip = m.input(N, Cskip, 2 * H, 2 * W, skip_layout or layout)
+            # nn.ConvTranspose2d's layout [C_in, C_up, 2, 2]; each upsampled pixel sums C_in products.
+            up_weight = m.randn(C, Cup, 2, 2, scale=2.0 / C ** 0.5)
+            return (x, skip, up_weight, m.bias(Cup, up_bias), m.weight(Cout, Cskip + Cup, 3), m.bias(Cout, bias), act)
+        return build
+
+    return [
+        Spec("n1-c4-3x4-up3-skip2-o5-nchw-bias-relu", up(1, 4, 3, 4, 3, 2, 5, True, True, "relu", "nchw"),
+             _tags("grad", "opcheck")),
+        Spec("n2-c13-3x5-up7-skip5-o37-cl-bias-relu6", up(2, 13, 3, 5, 7, 5, 37, True, True, "relu6", "cl"),
+             _tags("opcheck")),
+        Spec("n2-c5-1x1-up1-skip3-o4-nchw-noupbias-none", up(2, 5, 1, 1, 1, 3, 4, False, True, "none", "nchw"),
+             _tags("grad")),
+        Spec("n1-c6-4x3-up3-skip1-o5-slice-skip_cl-nobias-silu",
+             up(1, 6, 4, 3, 3, 1, 5, True, False, "silu", "slice", "cl"), _tags("grad", "opcheck")),
+        Spec("n2-c16-7x9-up8-skip8-o35-tview-skip_nchw-bias-hardswish",
+             up(2, 16, 7, 9, 8, 8, 35, True, True, "hardswish", "tview", "nchw")),
+        Spec("n1-c40-8x8-up20-skip20-o33-cl-nobiases-relu", up(1, 40, 8, 8, 20, 20, 33, False, False, "relu", "cl"),
+             _tags("opcheck")),
+    ]
+
+
+def _box_iou_specs() -> List[Spec]:
+    return [
+        Spec("n7-m5", lambda m: (m.boxes(7), m.boxes(5)), _tags("grad", "opcheck")),
+        Spec("n0-m3", lambda m: (m.boxes(0), m.boxes(3))),
+        Spec("n13-m9-strided", lambda m: (m.boxes(26)[::2], m.boxes(9).t().contiguous().t()), _tags("opcheck")),
+    ]
+
+
+def _nms_specs() -> List[Spec]:
+    return [
+        Spec("n40-tied-t0.5", lambda m: (m.boxes(40), m.tied_scores(40), 0.5), _tags("opcheck")),
+        Spec("n1-t0.5", lambda m: (m.boxes(1), m.tied_scores(1), 0.5)),
+        Spec("n0-t0.5", lambda m: (m.boxes(0), m.tied_scores(0), 0.5)),
+        Spec("n31-strided-t0", lambda m: (m.boxes(62)[::2], m.tied_scores(62)[1::2], 0.0)),
+    ]
+
+
+def _batched_nms_specs() -> List[Spec]:
+    return [
+        Spec("n40-c3-tied-t0.4", lambda m: (m.boxes(40), m.tied_scores(40), m.labels(40, 3), 0.4), _tags("opcheck")),
+        Spec("n0-t0.5", lambda m: (m.boxes(0), m.tied_scores(0), m.labels(0, 3), 0.5)),
+        Spec("n25-c2-int32-strided-t0.6",
+             lambda m: (m.boxes(50)[::2], m.tied_scores(25), m.labels(25, 2, torch.int32), 0.6)),
+    ]
+
+
+_YOLO_DTYPES = frozenset((torch.float32, torch.float64))
+_YOLO_ANCHORS = ((10.0, 13.0), (30.0, 20.0), (40.0, 60.0))
+
+
+def _yolo_postprocess_specs() -> List[Spec]:
+    def yolo(N, A, C, Sh, Sw, layout, image_size, score_t, iou_t, k):
+        def build(m: Maker):
+            anchors = torch.tensor(_YOLO_ANCHORS[:A], dtype=m.dtype, device=m.device)
+            return (m.input(N, A * (5 + C), Sh, Sw, layout) * 2, anchors, list(image_size), score_t, iou_t, k)
+        return build
+
+    return [
+        Spec("n2-a3-c2-4x5-nchw", yolo(2, 3, 2, 4, 5, "nchw", (32, 40), 0.2, 0.5, 10), _tags("opcheck"),
+             _YOLO_DTYPES),
+        Spec("n1-a2-c4-6x6-cl-k3", yolo(1, 2, 4, 6, 6, "cl", (48, 48), 0.1, 0.45, 3), dtypes=_YOLO_DTYPES),
+        Spec("n0-a1-c1-3x3-slice", yolo(0, 1, 1, 3, 3, "slice", (24, 24), 0.3, 0.5, 5), dtypes=_YOLO_DTYPES),
+    ]
+
+
+# The detection ops: results are indices and exactly reproduced values (torchvision.ops is their oracle, in
+# tests/ops/test_boxes.py and test_yolo_postprocess.py), inputs are box lists and a YOLO head, not images. The generic
+# suites compare them exactly with their references; what in a generic suite is about convolutions (layouts of
+# [N, C, H, W] outputs, fp32 tolerances, the conv oracle, activations, window parameters) skips them (or the ones in
+# NOT_APPLICABLE_OPS) for the reason in NOT_APPLICABLE, the one place those reasons are written.
+DETECTION_OPS = ("box_iou", "nms", "batched_nms", "yolo_postprocess")
+NOT_APPLICABLE_OPS: Dict[str, Tuple[str, ...]] = {
+    "leaks": ("yolo_postprocess",),
+    "leaks_autograd": ("nms", "batched_nms", "yolo_postprocess"),
+}
+NOT_APPLICABLE: Dict[str, str] = {
+    "oracle": "no conv: torchvision.ops is the oracle of the detection ops (tests/ops/test_boxes.py, "
+              "test_yolo_postprocess.py)",
+    "precision": "exact results: the references compute what torchvision computes, in the same dtype, no fp32 "
+                 "tolerance to measure",
+    "fuzz": "fuzzed against torchvision in their own test files; the conv fuzz strategies draw images and weights",
+    "cuda": "no CUDA kernel yet (the CUDA tensors run the references)",
+    "conv_shapes": "no channels or spatial maps (zero boxes are a valid, empty call)",
+    "nan": "NaN/Inf in boxes and heads: tests/ops/test_boxes.py and test_yolo_postprocess.py check torchvision's "
+           "behaviour (a NaN IoU never suppresses, a NaN score passes no threshold)",
+    "tiny_net": "TinyNet is an image network; torch.compile of the detection ops: tests/ops/test_boxes.py",
+    "leaks": "yolo_postprocess has no compiled kernel, whose scratch the RSS tests watch (it composes yolo_decode "
+             "and the batched_nms op, which is tested)",
+    "leaks_autograd": "indices and detections: no gradient to take",
+}
+
+
+def generic_ops(suite: str, ops=None) -> Tuple[str, ...]:
+    """The ops (of `ops`, default every op with samples) a generic suite named in NOT_APPLICABLE applies to: all but
+    NOT_APPLICABLE_OPS[suite], by default all but the detection ops."""
+    ops = tuple(SPECS) if ops is None else tuple(ops)
+    if suite not in NOT_APPLICABLE:
+        raise KeyError(suite)
+    skipped = NOT_APPLICABLE_OPS.get(suite, DETECTION_OPS)
+    return tuple(o for o in ops if o not in skipped)
+
+
 SPECS: Dict[str, List[Spec]] = {
     "add_relu": _add_relu_specs(),
     "conv2d_act": _conv2d_act_specs(),
@@ -252,6 +374,11 @@ SPECS: Dict[str, List[Spec]] = {
     "inverted_residual": _inverted_residual_specs(),
     "inception_block": _inception_block_specs(),
     "mbconv": _mbconv_specs(),
+    "up_concat_conv": _up_concat_conv_specs(),
+    "box_iou": _box_iou_specs(),
+    "nms": _nms_specs(),
+    "batched_nms": _batched_nms_specs(),
+    "yolo_postprocess": _yolo_postprocess_specs(),
 }
 OPS = tuple(SPECS)
 
@@ -260,5 +387,7 @@ def sample_inputs(op_name: str, dtype: torch.dtype = torch.float32, device="cpu"
                   tag: Optional[str] = None) -> Iterator[Tuple[str, tuple]]:
     """(label, args) for op `op_name`; `tag` keeps only the samples marked for that use ("grad", "opcheck")."""
     for spec in SPECS[op_name]:
+        if spec.dtypes is not None and dtype not in spec.dtypes:
+            continue
         if tag is None or tag in spec.tags:
             yield spec.label, spec.build(Maker(spec.label, dtype, device))

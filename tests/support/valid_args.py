@@ -70,9 +70,51 @@ def mbconv_args(**overrides):
     return schema_args("mbconv", values)
 
 
+def up_concat_conv_args(**overrides):
+    """Valid arguments (input [2, 4, 3, 5] upsampled to 6 channels, skip [2, 5, 6, 10], 3x3 conv of the 11 to 7
+    channels), with `overrides` replaced."""
+    r = torch.randn
+    values = dict(input=r(2, 4, 3, 5), skip=r(2, 5, 6, 10), up_weight=r(4, 6, 2, 2), up_bias=r(6),
+                  weight=r(7, 11, 3, 3), bias=r(7), activation="relu")
+    values.update(overrides)
+    return schema_args("up_concat_conv", values)
+
+
+def _boxes(n):
+    xy = torch.rand(n, 2) * 20
+    return torch.cat((xy, xy + 1 + torch.rand(n, 2) * 10), 1)
+
+
+def box_iou_args(**overrides):
+    values = dict(boxes1=_boxes(5), boxes2=_boxes(3))
+    values.update(overrides)
+    return schema_args("box_iou", values)
+
+
+def nms_args(**overrides):
+    values = dict(boxes=_boxes(6), scores=torch.rand(6), iou_threshold=0.5)
+    values.update(overrides)
+    return schema_args("nms", values)
+
+
+def batched_nms_args(**overrides):
+    values = dict(boxes=_boxes(6), scores=torch.rand(6), idxs=torch.tensor([0, 1, 0, 2, 1, 0]), iou_threshold=0.5)
+    values.update(overrides)
+    return schema_args("batched_nms", values)
+
+
+def yolo_postprocess_args(**overrides):
+    """Valid arguments (2 images, 3 anchors, 2 classes, a 4x5 grid on 32x40 pixels), with `overrides` replaced."""
+    values = dict(head=torch.randn(2, 3 * 7, 4, 5), anchors=torch.tensor([[4.0, 6.0], [10.0, 8.0], [20.0, 16.0]]),
+                  image_size=[32, 40], score_threshold=0.25, iou_threshold=0.45, max_detections=10)
+    values.update(overrides)
+    return schema_args("yolo_postprocess", values)
+
+
 VALID = {"add_relu": add_relu_args, "conv2d_act": conv2d_act_args, "dwsep_conv2d": dwsep_conv2d_args,
          "inverted_residual": inverted_residual_args, "inception_block": inception_block_args,
-         "mbconv": mbconv_args}
+         "mbconv": mbconv_args, "up_concat_conv": up_concat_conv_args, "box_iou": box_iou_args, "nms": nms_args,
+         "batched_nms": batched_nms_args, "yolo_postprocess": yolo_postprocess_args}
 
 
 def call_args(op_name, **overrides):

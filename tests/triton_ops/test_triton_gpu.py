@@ -77,6 +77,9 @@ LARGE = {
     # EfficientNet-B0's stage-4 block (expand x6, 5x5, SE 240 -> 10 -> 240, residual)
     "mbconv": lambda dt: ARGS["mbconv"]((8, 40, 28, 28, 240, 5, 1, 10, 40, True, "silu", "silu", "sigmoid"), dt, True,
                                         device=DEVICE),
+    # a U-Net decoder step at 64x64 (input 32x32, 128 -> 64 upsampled channels, 64 skip channels)
+    "up_concat_conv": lambda dt: ARGS["up_concat_conv"]((4, 128, 32, 32, 64, 64, 64, True, True, "relu"), dt, True,
+                                                        device=DEVICE),
 }
 
 

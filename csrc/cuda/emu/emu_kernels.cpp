@@ -9,6 +9,7 @@
 #include "cuda/inception_block_kernel.cu"
 #include "cuda/inverted_residual_kernel.cu"
 #include "cuda/mbconv_kernel.cu"
+#include "cuda/up_concat_conv_kernel.cu"
 
 #define CNNKERNELS_EMU_API extern "C" __attribute__((visibility("default")))
 

@@ -13,3 +13,4 @@
 #include "cuda/inception_block.cpp"
 #include "cuda/inverted_residual.cpp"
 #include "cuda/mbconv.cpp"
+#include "cuda/up_concat_conv.cpp"

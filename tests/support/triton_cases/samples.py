@@ -12,8 +12,11 @@ from typing import Optional, Sequence
 import torch
 
 from cnnkernels._library import op_names
+from support.samples import DETECTION_OPS
 
-OPS = op_names()
+# The conv ops' cases. Of the detection ops only box_iou has a Triton kernel; its cases are in
+# tests/triton_ops/test_triton_box_iou.py (interpreter only so far).
+OPS = tuple(op for op in op_names() if op not in DETECTION_OPS)
 
 
 def make(shape: Sequence[int], dtype: torch.dtype = torch.float32, channels_last: bool = False, scale: float = 1.0,
@@ -155,7 +158,29 @@ def mbconv_args(geom, dtype=torch.float32, channels_last=False, device="cpu"):
             *pw(Cout, hid, 0.3), stride, residual, act, se_act, se_gate)
 
 
+# ---- up_concat_conv: N, C_in, H, W, C_up, C_skip, C_out, up_bias, bias, activation. "multi-tile" spans two pixel
+# blocks (per phase: 5 x 7 = 35 pixels) and two input-channel blocks of the first config.
+UP_CONCAT_CONV = {
+    "c6-3x4-up5-skip3-relu": (2, 6, 3, 4, 5, 3, 7, True, True, "relu"),
+    "c3-1x1-up2-skip1-nobias-silu": (1, 3, 1, 1, 2, 1, 4, False, False, "silu"),
+    "c5-2x3-up1-skip4-hardswish": (1, 5, 2, 3, 1, 4, 5, True, False, "hardswish"),
+    "multi-tile": (1, 17, 5, 7, 9, 5, 20, True, True, "relu6"),
+}
+
+
+def up_concat_conv_args(geom, dtype=torch.float32, channels_last=False, device="cpu"):
+    N, C, H, W, cup, cskip, cout, up_bias, bias, act = geom
+    return (make((N, C, H, W), dtype, channels_last, device=device),
+            make((N, cskip, 2 * H, 2 * W), dtype, channels_last, device=device),
+            make((C, cup, 2, 2), dtype, scale=0.4, device=device),
+            make((cup,), dtype, device=device) if up_bias else None,
+            make((cout, cskip + cup, 3, 3), dtype, scale=0.2, device=device),
+            make((cout,), dtype, device=device) if bias else None, act)
+
+
 GEOMETRIES = {"add_relu": ADD_RELU, "conv2d_act": CONV2D_ACT, "dwsep_conv2d": DWSEP_CONV2D,
-              "inverted_residual": INVERTED_RESIDUAL, "inception_block": INCEPTION_BLOCK, "mbconv": MBCONV}
+              "inverted_residual": INVERTED_RESIDUAL, "inception_block": INCEPTION_BLOCK, "mbconv": MBCONV,
+              "up_concat_conv": UP_CONCAT_CONV}
 ARGS = {"add_relu": add_relu_args, "conv2d_act": conv2d_act_args, "dwsep_conv2d": dwsep_conv2d_args,
-        "inverted_residual": inverted_residual_args, "inception_block": inception_block_args, "mbconv": mbconv_args}
+        "inverted_residual": inverted_residual_args, "inception_block": inception_block_args, "mbconv": mbconv_args,
+        "up_concat_conv": up_concat_conv_args}
