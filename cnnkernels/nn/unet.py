@@ -12,28 +12,14 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnkernels.nn._fold import FoldCacheMixin, activation_name, conv_is_fusable, fold_conv_bn, is_foldable_norm, \
     _FUSION
 from cnnkernels.nn.fused import conv_act
-from cnnkernels.ops._act import apply_activation
+from cnnkernels.ops.up_concat_conv import up_concat_conv
 
 __all__ = ["UNetDown", "UNetUp"]
-
-
-def _up_concat_conv(input: Tensor, skip: Tensor, up_weight: Tensor, up_bias: Optional[Tensor], weight: Tensor,
-                    bias: Optional[Tensor], activation: str) -> Tensor:
-    """Stand-in for cnnkernels.up_concat_conv (same signature, the op's reference composition) until that op is in
-    cnnkernels/ops/: act(conv2d(cat([skip, conv_transpose2d(input, up_weight, up_bias, stride=2)], 1), weight, bias,
-    padding=1))."""
-    up = F.conv_transpose2d(input, up_weight, up_bias, stride=2)
-    return apply_activation(F.conv2d(torch.cat([skip, up], 1), weight, bias, padding=1), activation)
-
-
-# TODO(merge): bind cnnkernels.ops.up_concat_conv here once the op lands (same signature); UNetUp calls this name.
-up_concat_conv = _up_concat_conv
 
 
 def _is_same_3x3(conv: nn.Conv2d) -> bool:

@@ -9,6 +9,12 @@ import torch
 NARROW_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype an op computes `dtype` inputs in when it does not round to 16 bits at all (the box ops): float32 for
+    fp16/bf16, the dtype itself otherwise."""
+    return torch.float32 if dtype in NARROW_DTYPES else dtype
+
+
 # Upcast because the compiled kernels compute 16-bit inputs in fp32 and round once on store, whereas torch's own
 # fp16/bf16 convolutions round every stage and differ by CPU (oneDNN's AVX512-BF16/AMX path can even lose NaN/Inf).
 def run_in_fp32(reference: Callable[..., torch.Tensor], *args) -> torch.Tensor:

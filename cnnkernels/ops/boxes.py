@@ -32,7 +32,7 @@ import torch
 from cnnkernels._library import register_reference_where_missing
 from cnnkernels.backends import call
 from cnnkernels.ops._checks import check_batched_nms, check_box_iou, check_nms
-from cnnkernels.ops._precision import NARROW_DTYPES
+from cnnkernels.ops._precision import compute_dtype
 from cnnkernels.ops._register import register_op_hooks
 
 __all__ = ["PER_CLASS_NUMEL", "batched_nms", "batched_nms_reference", "box_area", "box_iou", "box_iou_reference",
@@ -41,10 +41,6 @@ __all__ = ["PER_CLASS_NUMEL", "batched_nms", "batched_nms_reference", "box_area"
 # torchvision.ops.batched_nms runs nms per class above this many box coordinates (boxes.numel()), the coordinate
 # trick at or below it.
 PER_CLASS_NUMEL = {"cpu": 4000, "cuda": 100_000}
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in NARROW_DTYPES else dtype
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
@@ -63,13 +59,13 @@ def _iou(boxes1, boxes2, area1, area2) -> torch.Tensor:
 
 def box_iou_reference(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU [N, M] of [N, 4] and [M, 4] xyxy boxes (float32 for float16/bfloat16 boxes)."""
-    dt = _compute_dtype(boxes1.dtype)
+    dt = compute_dtype(boxes1.dtype)
     return _iou(boxes1, boxes2, box_area(boxes1.to(dt)), box_area(boxes2.to(dt)))
 
 
 def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices (int64) of the boxes greedy non-maximum suppression keeps, by descending score."""
-    dt = _compute_dtype(boxes.dtype)
+    dt = compute_dtype(boxes.dtype)
     boxes, scores = boxes.to(dt), scores.to(dt)
     n = boxes.shape[0]
     if n == 0:
@@ -92,7 +88,7 @@ def batched_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch
                           iou_threshold: float) -> torch.Tensor:
     """nms within each class idxs[i]: boxes of different classes never suppress each other (but see the module
     docstring on the coordinate trick below PER_CLASS_NUMEL)."""
-    dt = _compute_dtype(boxes.dtype)
+    dt = compute_dtype(boxes.dtype)
     boxes, scores = boxes.to(dt), scores.to(dt)
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
@@ -119,7 +115,7 @@ register_reference_where_missing("box_iou", _box_iou_fallback)
 
 def _box_iou_fake(boxes1, boxes2):
     check_box_iou(boxes1, boxes2)
-    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=_compute_dtype(boxes1.dtype))
+    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=compute_dtype(boxes1.dtype))
 
 
 def _box_iou_setup_context(ctx, inputs, output):
@@ -133,7 +129,7 @@ def _min_grad(g, a, b):
 
 def _box_iou_backward(ctx, grad):
     boxes1, boxes2 = ctx.saved_tensors
-    dt = _compute_dtype(boxes1.dtype)
+    dt = compute_dtype(boxes1.dtype)
     b1, b2, g = boxes1.to(dt), boxes2.to(dt), grad.to(dt)
     a1, a2 = box_area(b1), box_area(b2)
     p1, p2 = b1[:, None, :], b2[None, :, :]

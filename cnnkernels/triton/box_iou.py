@@ -14,7 +14,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from cnnkernels.ops._checks import check_box_iou
-from cnnkernels.ops.boxes import _compute_dtype
+from cnnkernels.ops._precision import compute_dtype
 from cnnkernels.triton._common import INTERPRET, autotune_configs, check_device, register_like_main_op, schema, up
 
 OP = "box_iou"
@@ -73,7 +73,7 @@ def box_iou_triton(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     check_device(OP, boxes1)
     a, b = boxes1.contiguous(), boxes2.contiguous()
     N, M = a.shape[0], b.shape[0]
-    out = torch.empty((N, M), dtype=_compute_dtype(a.dtype), device=a.device)
+    out = torch.empty((N, M), dtype=compute_dtype(a.dtype), device=a.device)
     if N == 0 or M == 0:
         return out
 

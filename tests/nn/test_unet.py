@@ -3,7 +3,6 @@ cnnkernels.nn.UNetDown / UNetUp: the fused eval path (conv2d_act, the up_concat_
 plain torch.nn path with randomized BatchNorm statistics, channels_last, torch.compile, gradients in training mode."""
 
 import collections
-import inspect
 
 import pytest
 import torch
@@ -108,8 +107,9 @@ def test_fused_eval_and_optimize_match_plain(batch_norm):
             ref = m(x)
         with CountOps() as counter:
             fused = m(x)
-        # stem + 3 down levels: 2 conv2d_act each; 3 up levels: 1 conv2d_act after the up_concat_conv stand-in
+        # stem + 3 down levels: 2 conv2d_act each; 3 up levels: 1 up_concat_conv, then 1 conv2d_act
         assert counter.calls["cnnkernels.conv2d_act"] == 11, counter.calls
+        assert counter.calls["cnnkernels.up_concat_conv"] == 3, counter.calls
         assert_close_scaled(fused, ref)
         assert_close_scaled(m(x.contiguous(memory_format=torch.channels_last)), ref)
         opt = cnnkernels.optimize(m)
@@ -120,17 +120,16 @@ def test_fused_eval_and_optimize_match_plain(batch_norm):
 
 
 def test_up_block_fused_call_has_the_op_signature(monkeypatch):
-    """UNetUp's eval path is one call of `up_concat_conv` with the agreed schema's arguments (the op replaces the
-    stand-in at merge time), the first conv's BatchNorm folded into `weight`/`bias`."""
-    params = list(inspect.signature(unet_blocks._up_concat_conv).parameters)
-    assert params == ["input", "skip", "up_weight", "up_bias", "weight", "bias", "activation"]
+    """UNetUp's eval path is one call of the up_concat_conv op, the first conv's BatchNorm folded into
+    `weight`/`bias`."""
+    assert unet_blocks.up_concat_conv is cnnkernels.up_concat_conv
     block = randomize_bn(cnn.UNetUp(6, 5, 4, norm_layer=nn.BatchNorm2d), seed=3).eval()
     x, skip = torch.randn(2, 6, 3, 5), torch.randn(2, 5, 6, 10)
     seen = []
 
     def spy(*args):
         seen.append(args)
-        return unet_blocks._up_concat_conv(*args)
+        return cnnkernels.up_concat_conv(*args)
 
     monkeypatch.setattr(unet_blocks, "up_concat_conv", spy)
     with torch.no_grad():
