@@ -128,7 +128,9 @@ cudaError_t launch_nms_mask_t(const void* boxes, int64_t n, double thr, void* ma
 cudaError_t launch_box_iou(DType t, const void* boxes1, const void* boxes2, void* out, int64_t N, int64_t M,
                            cudaStream_t stream) {
   if (N == 0 || M == 0) return cudaSuccess;
-  return dispatch_dtype(t, [&](auto tag) { return launch_box_iou_t<decltype(tag)>(boxes1, boxes2, out, N, M, stream); });
+  return dispatch_dtype(t, [&](auto tag) {
+    return launch_box_iou_t<decltype(tag)>(boxes1, boxes2, out, N, M, stream);
+  });
 }
 
 cudaError_t launch_nms_mask(DType t, const void* boxes, int64_t n, double iou_threshold, void* mask,

@@ -290,7 +290,8 @@ def test_nms_threshold_equal_to_an_iou(emu, dtype):
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.3, 0.7, 10.1, 9.9], [20.0, 20.0, 21.0, 21.0]], dtype=dtype)
     scores = torch.tensor([0.9, 0.8, 0.7], dtype=dtype)
     iou = float(torchvision.ops.box_iou(boxes[:1], boxes[1:2])[0, 0])
-    for thr, kept in [(iou, 3), (torch.tensor(iou, dtype=torch.float64).nextafter(torch.tensor(0.0).double()).item(), 2)]:
+    below = torch.tensor(iou, dtype=torch.float64).nextafter(torch.tensor(0.0, dtype=torch.float64)).item()
+    for thr, kept in [(iou, 3), (below, 2)]:
         got = emu.op("nms")(boxes, scores, thr)
         assert got.numel() == kept
         _exact(got, torchvision.ops.nms(boxes, scores, thr))
@@ -344,6 +345,19 @@ def test_box_ops_empty(emu, dtype):
     for y in (emu.op("nms")(none, empty_scores, 0.5),
               emu.op("batched_nms")(none, empty_scores, torch.empty(0, dtype=torch.int64), 0.5)):
         assert y.shape == (0,) and y.dtype == torch.int64
+
+
+def test_box_ops_noncontiguous(emu):
+    _require_cpu_op()
+    boxes, scores, idxs = BOX_CASES["random_150"]
+    wide = torch.zeros(len(boxes), 8, dtype=torch.float32)
+    wide[:, 1::2] = boxes.float()
+    b = wide[:, 1::2]
+    s, i = torch.stack([scores.float(), scores.float()], 1)[:, 1], torch.stack([idxs, idxs], 1)[:, 0]
+    assert not (b.is_contiguous() or s.is_contiguous() or i.is_contiguous())
+    _exact(emu.op("box_iou")(b, b[::3]), torch.ops.cnnkernels.box_iou(b, b[::3]))
+    _exact(emu.op("nms")(b, s, 0.5), torch.ops.cnnkernels.nms(b, s, 0.5))
+    _exact(emu.op("batched_nms")(b, s, i, 0.5), torch.ops.cnnkernels.batched_nms(b, s, i, 0.5))
 
 
 def _bad_box_inputs():

@@ -223,7 +223,7 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
 }
 
 
-# ---- detection ops (box_iou, nms, batched_nms): compared exactly with the CPU op and torchvision.ops ------------------
+# ---- detection ops (box_iou, nms, batched_nms): compared exactly with the CPU op and torchvision.ops -----------------
 # Kept out of CASES: those are 4-D convolution-style cases with an fp64 reference and tolerances.
 
 def box_set(seed, n, grid=0, nan=False, offset=0.0, classes=4):
