@@ -24,12 +24,6 @@ namespace {
 // torchvision.ops.batched_nms runs nms per class above this many box coordinates on the CPU (PER_CLASS_NUMEL).
 constexpr int64_t kPerClassNumel = 4000;
 
-// torch.maximum / torch.minimum / clamp(min=0): NaN propagates (box_iou is torchvision's Python arithmetic).
-template <typename T>
-inline T max_nan(T a, T b) { return (a != a || a > b) ? a : b; }
-template <typename T>
-inline T min_nan(T a, T b) { return (a != a || a < b) ? a : b; }
-
 at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   check_box_iou(boxes1, boxes2);
   const auto in_t = boxes1.scalar_type();
@@ -42,26 +36,45 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
     // torchvision upcasts 16-bit boxes for the areas and after the corner differences, which stay in the input dtype.
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pa = a.const_data_ptr<scalar_t>();
-    const scalar_t* pb = b.const_data_ptr<scalar_t>();
     acc_t* po = out.data_ptr<acc_t>();
     auto area = [](const scalar_t* q) {
-      return (static_cast<acc_t>(q[2]) - static_cast<acc_t>(q[0])) * (static_cast<acc_t>(q[3]) - static_cast<acc_t>(q[1]));
+      return (acc_t(q[2]) - acc_t(q[0])) * (acc_t(q[3]) - acc_t(q[1]));
     };
+    auto has_nan = [](const scalar_t* q) { return q[0] != q[0] || q[1] != q[1] || q[2] != q[2] || q[3] != q[3]; };
+    // boxes2 as arrays, so the inner loop vectorises
+    std::vector<scalar_t> soa(4 * M);
+    scalar_t *bx1 = soa.data(), *by1 = bx1 + M, *bx2 = by1 + M, *by2 = bx2 + M;
     std::vector<acc_t> area2(M);
-    for (int64_t j = 0; j < M; ++j) area2[j] = area(pb + 4 * j);
+    std::vector<int64_t> nan2;
+    const scalar_t* pb = b.const_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < M; ++j) {
+      const scalar_t* q = pb + 4 * j;
+      bx1[j] = q[0]; by1[j] = q[1]; bx2[j] = q[2]; by2[j] = q[3];
+      area2[j] = area(q);
+      if (has_nan(q)) nan2.push_back(j);
+    }
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
     at::parallel_for(0, N, std::max<int64_t>(1, 16384 / M), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const scalar_t* p = pa + 4 * i;
+        acc_t* row = po + i * M;
+        // torch.maximum / minimum / clamp propagate NaN: a NaN coordinate in either box makes the IoU NaN. Without
+        // NaN the plain comparisons below give the same values (a NaN corner difference, inf - inf, comes only with
+        // a box whose area is NaN), so NaN is written afterwards instead of tested in the loop.
+        if (has_nan(p)) {
+          std::fill(row, row + M, nan);
+          continue;
+        }
+        const scalar_t ax1 = p[0], ay1 = p[1], ax2 = p[2], ay2 = p[3];
         const acc_t area1 = area(p);
         for (int64_t j = 0; j < M; ++j) {
-          const scalar_t* q = pb + 4 * j;
-          const scalar_t dx = static_cast<scalar_t>(min_nan(p[2], q[2]) - max_nan(p[0], q[0]));
-          const scalar_t dy = static_cast<scalar_t>(min_nan(p[3], q[3]) - max_nan(p[1], q[1]));
-          const acc_t w = max_nan(static_cast<acc_t>(dx), acc_t(0)), h = max_nan(static_cast<acc_t>(dy), acc_t(0));
+          const acc_t dx = static_cast<scalar_t>(std::min(ax2, bx2[j]) - std::max(ax1, bx1[j]));
+          const acc_t dy = static_cast<scalar_t>(std::min(ay2, by2[j]) - std::max(ay1, by1[j]));
+          const acc_t w = dx > acc_t(0) ? dx : acc_t(0), h = dy > acc_t(0) ? dy : acc_t(0);
           const acc_t inter = w * h;
-          const acc_t uni = area1 + area2[j] - inter;
-          po[i * M + j] = inter / uni;
+          row[j] = inter / (area1 + area2[j] - inter);
         }
+        for (const int64_t j : nan2) row[j] = nan;
       }
     });
   });

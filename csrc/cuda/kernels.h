@@ -114,4 +114,16 @@ struct UpConcatArgs {
 
 cudaError_t launch_up_concat_conv(DType t, const UpConcatArgs& a, cudaStream_t stream);
 
+// Detection ops (csrc/cuda/boxes.cpp). Boxes are contiguous [n][4] (x1, y1, x2, y2).
+// box_iou: out [N][M] in the accumulation type (float32 for fp16/bf16 boxes, as torchvision), all dtypes.
+cudaError_t launch_box_iou(DType t, const void* boxes1, const void* boxes2, void* out, int64_t N, int64_t M,
+                           cudaStream_t stream);
+
+// nms suppression mask of n boxes in rank order (F32 or F64): bit k of word mask[i * words + c], words =
+// ceil(n / kNmsBlock), is set when box j = c * kNmsBlock + k ranks below box i (j > i) and their IoU > iou_threshold.
+// Words with c < i / kNmsBlock are left unwritten (the greedy reduction starts at box i's own word).
+constexpr int kNmsBlock = 64;
+cudaError_t launch_nms_mask(DType t, const void* boxes, int64_t n, double iou_threshold, void* mask,
+                            cudaStream_t stream);
+
 }  // namespace cnnkernels::cuda

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
+from torchvision.ops.boxes import _batched_nms_coordinate_trick, _batched_nms_vanilla
 
 import cnnkernels
 from cnnkernels import _library
+
 from support.buildutil import REPO, skip_or_fail
-from support.cuda_cases import (CASES, DTYPES, FORMATS, assert_close_to_reference, cast, empty_batch, output_format,
-                                reference)
+from support.cuda_cases import (BOX_CASES, BOX_THRESHOLDS, CASES, DTYPES, FORMATS, assert_close_to_reference, box_set,
+                                cast, empty_batch, output_format, reference)
 from support.dtypes import DTYPE_IDS
 from support.valid_args import AT_WINDOW_MAX
 from support.valid_args import call_args as _catalogue_args
@@ -229,8 +232,7 @@ def _bad_inputs():
 BAD = list(_bad_inputs())
 
 
-@pytest.mark.parametrize("op,what,args", BAD, ids=[f"{o}-{w}" for o, w, _ in BAD])
-def test_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
+def _assert_raises_like_the_cpu_kernel(emu, op, args):
     if not _library.STATE.cpu:
         skip_or_fail(f"compiled CPU library not loaded: {_library.STATE.reason}")
     with pytest.raises(Exception) as cpu:
@@ -239,3 +241,144 @@ def test_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
     with pytest.raises(type(cpu.value)) as emulated:
         emu.op(op)(*args)
     assert str(emulated.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("op,what,args", BAD, ids=[f"{o}-{w}" for o, w, _ in BAD])
+def test_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
+    _assert_raises_like_the_cpu_kernel(emu, op, args)
+
+
+# ---- detection ops: exactly the CPU op's results (which are torchvision.ops') ----------------------------------------
+
+def _require_cpu_op():
+    if not _library.STATE.cpu:
+        skip_or_fail(f"compiled CPU library not loaded: {_library.STATE.reason}")
+
+
+def _exact(got, want):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+# torchvision's CPU nms takes float32 and float64 only
+_TORCHVISION_NMS_DTYPES = (torch.float32, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("case", list(BOX_CASES))
+def test_box_iou_exact(emu, case, dtype):
+    _require_cpu_op()
+    boxes, _, _ = BOX_CASES[case]
+    a, b = boxes.to(dtype), boxes.flip(0)[: max(len(boxes) - 7, 1)].to(dtype)
+    got = emu.op("box_iou")(a, b)
+    _exact(got, torch.ops.cnnkernels.box_iou(a, b))
+    _exact(got, torchvision.ops.box_iou(a, b))
+
+
+@pytest.mark.parametrize("thr", BOX_THRESHOLDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("case", list(BOX_CASES))
+def test_nms_exact(emu, case, dtype, thr):
+    _require_cpu_op()
+    boxes, scores, _ = BOX_CASES[case]
+    b, s = boxes.to(dtype), scores.to(dtype)
+    got = emu.op("nms")(b, s, thr)
+    _exact(got, torch.ops.cnnkernels.nms(b, s, thr))
+    if dtype in _TORCHVISION_NMS_DTYPES:
+        _exact(got, torchvision.ops.nms(b, s, thr))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=DTYPE_IDS.get)
+def test_nms_threshold_equal_to_an_iou(emu, dtype):
+    # A box pair whose IoU in the box dtype is the threshold exactly: not suppressed (IoU > threshold), and one ulp
+    # of float64 below the threshold it is (float32 IoUs compared in float64, as torchvision compares them).
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.3, 0.7, 10.1, 9.9], [20.0, 20.0, 21.0, 21.0]], dtype=dtype)
+    scores = torch.tensor([0.9, 0.8, 0.7], dtype=dtype)
+    iou = float(torchvision.ops.box_iou(boxes[:1], boxes[1:2])[0, 0])
+    below = torch.tensor(iou, dtype=torch.float64).nextafter(torch.tensor(0.0, dtype=torch.float64)).item()
+    for thr, kept in [(iou, 3), (below, 2)]:
+        got = emu.op("nms")(boxes, scores, thr)
+        assert got.numel() == kept
+        _exact(got, torchvision.ops.nms(boxes, scores, thr))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("case", list(BOX_CASES))
+def test_batched_nms_coordinate_trick_exact(emu, case, dtype):
+    # <= 1000 boxes: the coordinate trick on CPU and on CUDA
+    _require_cpu_op()
+    boxes, scores, idxs = BOX_CASES[case]
+    b, s = boxes.to(dtype), scores.to(dtype)
+    got = emu.op("batched_nms")(b, s, idxs, 0.5)
+    _exact(got, torch.ops.cnnkernels.batched_nms(b, s, idxs, 0.5))
+    if dtype in _TORCHVISION_NMS_DTYPES:
+        _exact(got, torchvision.ops.batched_nms(b, s, idxs, 0.5))
+
+
+def test_batched_nms_cuda_keeps_the_coordinate_trick_above_the_cpu_switch(emu):
+    # 1500 boxes (6000 coordinates): torchvision runs nms per class on the CPU but still the coordinate trick on CUDA.
+    # Negative coordinates make the two differ (the shifted classes overlap), so this shows which one ran.
+    boxes, scores, idxs = _box_set_large(1500, offset=-60.0, classes=5)
+    got = emu.op("batched_nms")(boxes, scores, idxs, 0.5)
+    _exact(got, _batched_nms_coordinate_trick(boxes, scores, idxs, 0.5))
+    assert not torch.equal(got, _batched_nms_vanilla(boxes, scores, idxs, 0.5))
+
+
+def test_batched_nms_per_class_exact(emu):
+    # More than 100,000 coordinates: per class on CUDA as on the CPU (one mask segment per class).
+    _require_cpu_op()
+    boxes, scores, idxs = _box_set_large(25_001, offset=-60.0, classes=97)
+    got = emu.op("batched_nms")(boxes, scores, idxs, 0.5)
+    _exact(got, torch.ops.cnnkernels.batched_nms(boxes, scores, idxs, 0.5))
+    _exact(got, torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+def _box_set_large(n, offset, classes):
+    """float32 boxes and scores, int64 classes."""
+    boxes, scores, idxs = box_set(87, n, offset=offset, classes=classes)
+    return boxes.float(), scores.float(), idxs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=DTYPE_IDS.get)
+def test_box_ops_empty(emu, dtype):
+    some = BOX_CASES["random_150"][0][:5].to(dtype)
+    none = some[:0]
+    for a, b in [(none, some), (some, none), (none, none)]:
+        y = emu.op("box_iou")(a, b)
+        assert y.shape == (len(a), len(b)) and y.dtype == torch.ops.cnnkernels.box_iou(a, b).dtype
+    empty_scores = torch.empty(0, dtype=dtype)
+    for y in (emu.op("nms")(none, empty_scores, 0.5),
+              emu.op("batched_nms")(none, empty_scores, torch.empty(0, dtype=torch.int64), 0.5)):
+        assert y.shape == (0,) and y.dtype == torch.int64
+
+
+def test_box_ops_noncontiguous(emu):
+    _require_cpu_op()
+    boxes, scores, idxs = BOX_CASES["random_150"]
+    wide = torch.zeros(len(boxes), 8, dtype=torch.float32)
+    wide[:, 1::2] = boxes.float()
+    b = wide[:, 1::2]
+    s, i = torch.stack([scores.float(), scores.float()], 1)[:, 1], torch.stack([idxs, idxs], 1)[:, 0]
+    assert not (b.is_contiguous() or s.is_contiguous() or i.is_contiguous())
+    _exact(emu.op("box_iou")(b, b[::3]), torch.ops.cnnkernels.box_iou(b, b[::3]))
+    _exact(emu.op("nms")(b, s, 0.5), torch.ops.cnnkernels.nms(b, s, 0.5))
+    _exact(emu.op("batched_nms")(b, s, i, 0.5), torch.ops.cnnkernels.batched_nms(b, s, i, 0.5))
+
+
+def _bad_box_inputs():
+    boxes, scores, idxs = (t[:6] for t in BOX_CASES["random_150"])
+    yield "box_iou", "shape", [boxes[:, :3], boxes]
+    yield "box_iou", "dtype", [boxes, boxes.float()]
+    yield "box_iou", "int_boxes", [boxes.int(), boxes.int()]
+    yield "nms", "scores_length", [boxes, scores[:5], 0.5]
+    yield "nms", "nan_threshold", [boxes, scores, float("nan")]
+    yield "batched_nms", "float_idxs", [boxes, scores, idxs.double(), 0.5]
+    yield "batched_nms", "idxs_shape", [boxes, scores, idxs[:, None], 0.5]
+
+
+BAD_BOX = list(_bad_box_inputs())
+
+
+@pytest.mark.parametrize("op,what,args", BAD_BOX, ids=[f"{o}-{w}" for o, w, _ in BAD_BOX])
+def test_box_bad_input_raises_like_the_cpu_kernel(emu, op, what, args):
+    _assert_raises_like_the_cpu_kernel(emu, op, args)

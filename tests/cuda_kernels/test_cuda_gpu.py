@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import cnnkernels  # noqa: F401  (loads the libraries)
 from cnnkernels import _library
-from support.cuda_cases import (CASES, DTYPES, FORMATS, GRAD_CASES, assert_close_to_reference, cast, empty_batch,
-                                reference)
+from support.cuda_cases import (BOX_CASES, BOX_THRESHOLDS, CASES, DTYPES, FORMATS, GRAD_CASES,
+                                assert_close_to_reference, box_set, cast, empty_batch, reference)
 from support.dtypes import CUDA_TOLERANCES as TOLERANCES
 from support.dtypes import DTYPE_IDS
 
@@ -196,3 +196,33 @@ def test_more_than_2_31_elements(kind):
     want = torch.relu(F.conv2d(crop.float(), w.float(), b.float(), 1, k // 2, 1, groups))
     # crop row 0 saw the crop's artificial top padding; the rest, up to the last output row, must match
     torch.testing.assert_close(y[:, :, H - 15:].float(), want[:, :, 1:], **TOLERANCES[torch.float16])
+
+
+# ---- detection ops: the CUDA kernels give the CPU op's results exactly (tests/cuda_kernels/test_cuda_emulated.py runs
+# the same code emulated, against torchvision too) ---------------------------------------------------------------------
+
+def _exact_on_cuda(got, want):
+    assert got.device.type == "cuda" and got.dtype == want.dtype and got.shape == want.shape
+    torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("case", list(BOX_CASES))
+def test_box_ops_equal_the_cpu_op(case, dtype):
+    boxes, scores, idxs = BOX_CASES[case]
+    b, s = boxes.to(dtype), scores.to(dtype)
+    other = b.flip(0)[: max(len(b) - 7, 1)]
+    _exact_on_cuda(op("box_iou")(b.cuda(), other.cuda()), op("box_iou")(b, other))
+    for thr in BOX_THRESHOLDS:
+        _exact_on_cuda(op("nms")(b.cuda(), s.cuda(), thr), op("nms")(b, s, thr))
+    _exact_on_cuda(op("batched_nms")(b.cuda(), s.cuda(), idxs.cuda(), 0.5), op("batched_nms")(b, s, idxs, 0.5))
+
+
+def test_batched_nms_per_class_equals_the_cpu_op():
+    # Above 100,000 coordinates both run nms per class. Distinct scores: the final (unstable) score sort then has one
+    # order on every device.
+    boxes, _, idxs = box_set(88, 25_001, offset=-60.0, classes=97)
+    boxes = boxes.float()
+    scores = torch.randperm(len(boxes), generator=torch.Generator().manual_seed(0)).float()
+    want = op("batched_nms")(boxes, scores, idxs, 0.5)
+    _exact_on_cuda(op("batched_nms")(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5), want)

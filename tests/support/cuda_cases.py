@@ -245,6 +245,47 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
 }
 
 
+# ---- detection ops (box_iou, nms, batched_nms): compared exactly with the CPU op and torchvision.ops -----------------
+# Kept out of CASES: those are 4-D convolution-style cases with an fp64 reference and tolerances.
+
+def box_set(seed, n, grid=0, nan=False, offset=0.0, classes=4):
+    """(boxes [n, 4], scores [n], idxs [n]) in fp64, with what makes nms decisions delicate: duplicate boxes, zero-area
+    boxes (points and lines), inverted boxes, scores with ties. grid > 0: integer corners in [0, grid], so many IoUs are
+    exactly 1/2 (and 1/3, 2/3): at a threshold of 0.5, ties with the threshold. nan: NaN and inf coordinates and NaN
+    scores."""
+    g = _g(seed)
+    if grid:
+        lo = torch.randint(0, grid, (n, 2), generator=g).double()
+        boxes = torch.cat([lo, lo + torch.randint(0, 3, (n, 2), generator=g).double()], 1).clamp(max=grid)
+    else:
+        lo = torch.rand(n, 2, generator=g, dtype=torch.float64) * 100
+        boxes = torch.cat([lo, lo + torch.rand(n, 2, generator=g, dtype=torch.float64) * 30], 1)
+    boxes += offset
+    boxes[1::9] = boxes[0::9][:len(boxes[1::9])]   # duplicates
+    boxes[2::11, 2] = boxes[2::11, 0]              # zero width
+    boxes[3::13, 2:] = boxes[3::13, :2]            # points
+    boxes[4::17] = boxes[4::17][:, [2, 3, 0, 1]]   # inverted (negative area)
+    scores = torch.randint(0, max(n // 4, 2), (n,), generator=g).double() / 8  # ties
+    if nan:
+        boxes[5::19, 1] = float("nan")
+        boxes[6::23, 2] = float("inf")
+        scores[7::29] = float("nan")
+    idxs = torch.randint(0, classes, (n,), generator=g)
+    return boxes, scores, idxs
+
+
+# id -> (boxes, scores, idxs); n > 64 spans several 64-box mask words.
+BOX_CASES: Dict[str, tuple] = {
+    "random_150": box_set(81, 150),
+    "grid_130": box_set(82, 130, grid=6),
+    "nan_inf_70": box_set(83, 70, nan=True),
+    "one_past_a_word_65": box_set(84, 65, grid=4, classes=2),
+    "exactly_a_word_64": box_set(85, 64),
+    "one_box": box_set(86, 1),
+}
+BOX_THRESHOLDS = [0.0, 0.5, 0.7]
+
+
 def cast(args, dtype, device="cpu", fmt=torch.contiguous_format):
     """The args in `dtype` on `device`, every 4-D tensor (input, residual, weights) in memory format `fmt`."""
     out = []

@@ -339,6 +339,7 @@ DETECTION_OPS = ("box_iou", "nms", "batched_nms", "yolo_postprocess")
 NOT_APPLICABLE_OPS: Dict[str, Tuple[str, ...]] = {
     "leaks": ("yolo_postprocess",),
     "leaks_autograd": ("nms", "batched_nms", "yolo_postprocess"),
+    "cuda": ("yolo_postprocess",),
 }
 NOT_APPLICABLE: Dict[str, str] = {
     "oracle": "no conv: torchvision.ops is the oracle of the detection ops (tests/ops/test_boxes.py, "
@@ -346,7 +347,7 @@ NOT_APPLICABLE: Dict[str, str] = {
     "precision": "exact results: the references compute what torchvision computes, in the same dtype, no fp32 "
                  "tolerance to measure",
     "fuzz": "fuzzed against torchvision in their own test files; the conv fuzz strategies draw images and weights",
-    "cuda": "no CUDA kernel yet (the CUDA tensors run the references)",
+    "cuda": "yolo_postprocess has no CUDA kernel of its own (it composes yolo_decode and the batched_nms op)",
     "conv_shapes": "no channels or spatial maps (zero boxes are a valid, empty call)",
     "nan": "NaN/Inf in boxes and heads: tests/ops/test_boxes.py and test_yolo_postprocess.py check torchvision's "
            "behaviour (a NaN IoU never suppresses, a NaN score passes no threshold)",

@@ -4,6 +4,7 @@
 #include "cuda/emu/shim.h"
 
 #include "cuda/add_relu_kernel.cu"
+#include "cuda/boxes_kernel.cu"
 #include "cuda/conv2d_act_kernel.cu"
 #include "cuda/dwsep_conv2d_kernel.cu"
 #include "cuda/inception_block_kernel.cu"

@@ -8,6 +8,7 @@
 #include "common/op_checks.cpp"
 
 #include "cuda/add_relu.cpp"
+#include "cuda/boxes.cpp"
 #include "cuda/conv2d_act.cpp"
 #include "cuda/dwsep_conv2d.cpp"
 #include "cuda/inception_block.cpp"
