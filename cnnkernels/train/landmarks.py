@@ -36,7 +36,7 @@ from cnnkernels._argtypes import checked, fraction, nonnegative_int, positive_fl
 from cnnkernels.models import LandmarkNet
 from cnnkernels.nn import fusion
 from cnnkernels.train.loop import fit
-from cnnkernels.train.scenes import CLASSES, MIN_SIZE, NUM_LANDMARKS, SPLITS, scene_split
+from cnnkernels.train.scenes import CLASSES, NUM_LANDMARKS, SPLITS, scene_size_arg, scene_split
 
 __all__ = ["crop_boxes", "to_crop", "from_crop", "cut_crops", "LandmarkCrops", "landmark_loss", "predict_landmarks",
            "landmark_errors", "add_landmarks_arguments", "run_landmarks"]
@@ -188,13 +188,6 @@ def landmark_errors(pred: Tensor, data: LandmarkCrops) -> Dict[str, Any]:
             "per_class": per_class}
 
 
-def _scene_size(text: str) -> int:
-    v = positive_int(text)
-    if v < MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SIZE} (scenes.MIN_SIZE), got {v}")
-    return v
-
-
 _jitter = checked(float, lambda v: 0 <= v < 0.5, "a number in [0, 0.5)")
 
 
@@ -210,7 +203,7 @@ def add_landmarks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=8)
     p.add_argument("--train-scenes", type=positive_int, default=2000, help="training scenes (stream 'train')")
     p.add_argument("--val-scenes", type=positive_int, default=200, help="validation scenes (stream 'val')")
-    p.add_argument("--size", type=_scene_size, default=96, help="scene height and width in pixels")
+    p.add_argument("--size", type=scene_size_arg, default=96, help="scene height and width in pixels")
     p.add_argument("--max-objects", type=positive_int, default=5, help="at most this many objects per scene")
     p.add_argument("--crop-size", type=_crop_size, default=48, help="side of the crops the network sees")
     p.add_argument("--pad", type=fraction, default=0.15, help="crop padding, a fraction of the box per side")

@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from cnnkernels._argtypes import checked
+
 __all__ = ["CLASSES", "NUM_CLASSES", "NUM_LANDMARKS", "LANDMARK_NAMES", "MAX_ROTATION_DEGREES", "MIN_SIZE",
-           "Scene", "SceneBatch", "make_scene", "scene_seed", "SceneDataset", "scene_split", "collate_scenes",
-           "SPLITS"]
+           "scene_size_arg", "Scene", "SceneBatch", "make_scene", "scene_seed", "SceneDataset", "scene_split",
+           "collate_scenes", "SPLITS"]
 
 CLASSES: Tuple[str, ...] = ("ellipse", "rectangle", "triangle")
 NUM_CLASSES = len(CLASSES)
@@ -48,6 +50,8 @@ NUM_LANDMARKS = 4
 MAX_ROTATION_DEGREES = 30.0
 # Below this the objects (at least ~9 px across) and the clutter no longer fit.
 MIN_SIZE = 32
+# argparse type of the training commands' --size
+scene_size_arg = checked(int, lambda v: v >= MIN_SIZE, f"an integer >= {MIN_SIZE} (scenes.MIN_SIZE)")
 SPLITS = ("train", "val")
 
 # An ellipse's axes differ by at least this ratio: a near-circle would show no orientation, and its landmarks could

@@ -36,7 +36,7 @@ from cnnkernels._argtypes import fraction, nonnegative_int, positive_float, posi
 from cnnkernels.models import UNet, unet
 from cnnkernels.nn import fusion
 from cnnkernels.train.loop import fit
-from cnnkernels.train.scenes import CLASSES, MIN_SIZE, scene_split
+from cnnkernels.train.scenes import CLASSES, scene_size_arg, scene_split
 
 __all__ = ["SEGMENT_CLASSES", "NUM_SEGMENT_CLASSES", "PALETTE", "SemanticScenes", "segmentation_augmentation",
            "predict_semantic", "segmentation_iou", "colorize", "save_segmentation_picture", "add_segment_arguments",
@@ -157,19 +157,12 @@ def save_segmentation_picture(path: Union[str, "os.PathLike[str]"], images: Tens
 
 # --- the `segment` command --------------------------------------------------------------------------------------------
 
-def _scene_size(text: str) -> int:
-    v = positive_int(text)
-    if v < MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_SIZE} (scenes.MIN_SIZE), got {v}")
-    return v
-
-
 def add_segment_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `python -m cnnkernels.train segment`."""
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--train-scenes", type=positive_int, default=2000, help="training scenes (stream 'train')")
     p.add_argument("--val-scenes", type=positive_int, default=200, help="validation scenes (stream 'val')")
-    p.add_argument("--size", type=_scene_size, default=64,
+    p.add_argument("--size", type=scene_size_arg, default=64,
                    help="scene height and width in pixels; must be divisible by 2**depth")
     p.add_argument("--max-objects", type=positive_int, default=5, help="at most this many objects per scene")
     p.add_argument("--depth", type=positive_int, default=3, help="U-Net's number of pooling steps")

@@ -82,19 +82,9 @@ def test_model_check_reports_a_mismatch():
 def test_mbconv_models_run_fused(name):
     """The bench's cnnkernels provider runs every EfficientNet / MobileNet v3 block as one fused mbconv call (not a
     fallback to unfused modules, which would still match the eager output) and matches torchvision's output."""
-    import collections
-
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
 
-    class CountOps(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.calls = collections.Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.calls[str(func.overloadpacket)] += 1
-            return func(*args, **(kwargs or {}))
+    from support.helpers import CountOps
 
     models = _bench_models()
     assert name in models.DEFAULT_MODELS

@@ -15,17 +15,12 @@ import cnnkernels.nn as cnn
 from cnnkernels import models
 from cnnkernels.models.efficientnet import PUBLISHED, stage_layout
 from cnnkernels.testing import randomize_bn
+from support.helpers import assert_close_scaled
 
 torchvision = pytest.importorskip("torchvision")
 tve = importlib.import_module("torchvision.models.efficientnet")
 tv3 = importlib.import_module("torchvision.models.mobilenetv3")
 from torchvision.ops.misc import Conv2dNormActivation  # noqa: E402
-
-
-def assert_close_scaled(actual, expected, rel=1e-4):
-    scale = expected.abs().max().item() + 1e-6
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale + 1e-6, f"max abs error {err} vs scale {scale}"
 
 
 def n_params(m):

@@ -8,6 +8,7 @@ from torch import nn
 import cnnkernels
 from cnnkernels import _library, models
 from cnnkernels.testing import randomize_bn
+from support.helpers import assert_close_scaled
 
 def has_fake_kernel(op):
     try:
@@ -15,12 +16,6 @@ def has_fake_kernel(op):
         return singleton.find(f"cnnkernels::{op}").fake_impl.kernel is not None
     except Exception:  # pragma: no cover - registry API moved
         return True
-
-
-def assert_close_scaled(actual, expected, rel=1e-4):
-    scale = expected.abs().max().item() + 1e-6
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale + 1e-6, f"max abs error {err} vs scale {scale}"
 
 
 NEEDS = {"resnet18": ["conv2d_act"], "mobilenet_v2": ["conv2d_act", "inverted_residual"]}

@@ -2,39 +2,21 @@
 cnnkernels.nn.UNetDown / UNetUp: the fused eval path (conv2d_act, the up_concat_conv call) and optimize() against the
 plain torch.nn path with randomized BatchNorm statistics, channels_last, torch.compile, gradients in training mode."""
 
-import collections
-
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import cnnkernels
 import cnnkernels.nn as cnn
 from cnnkernels import models
 from cnnkernels.nn import unet as unet_blocks
 from cnnkernels.testing import randomize_bn
+from support.helpers import CountOps, assert_close_scaled
 
 
 @pytest.fixture(autouse=True)
 def _one_thread(restore_num_threads):
     torch.set_num_threads(1)
-
-
-def assert_close_scaled(actual, expected, rel=1e-4):
-    scale = expected.abs().max().item() + 1e-6
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale + 1e-6, f"max abs error {err} vs scale {scale}"
-
-
-class CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def small(depth=2, batch_norm=True, seed=0, **kwargs):

@@ -3,6 +3,7 @@ dtype ids they use are in support/dtypes.py)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
@@ -11,6 +12,7 @@ from typing import Iterable, Optional, Sequence
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import cnnkernels
 from support.dtypes import DTYPE_IDS, TOLERANCES
@@ -164,3 +166,23 @@ def opcheck(op_name: str, args: Sequence, requires_grad: bool) -> None:
 
 def inner_run() -> bool:
     return os.environ.get(INNER_RUN_ENV) == "1"
+
+
+def assert_close_scaled(actual, expected, rel=1e-4):
+    """Whole-network outputs: max |actual - expected| within `rel` of expected's largest magnitude (summation orders
+    differ between fused and unfused paths, so an elementwise tolerance would be meaningless near zero)."""
+    scale = expected.abs().max().item() + 1e-6
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * scale + 1e-6, f"max abs error {err} vs scale {scale}"
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the ops dispatched while active, by name (e.g. calls["cnnkernels.conv2d_act"])."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
