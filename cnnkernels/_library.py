@@ -232,15 +232,17 @@ def weight_cache_capacity() -> int:
 
 
 def weight_cache_freeze(tensors) -> int:
-    """Marks CPU tensors' storages frozen in the packed-weight cache: their hits trust the version counter instead of
-    re-reading the data (see cnnkernels.optimize(freeze=True)). Returns how many tensors were marked."""
+    """Marks tensors' storages frozen in the packed-weight cache: their hits trust the version counter instead of
+    re-reading the data (see cnnkernels.optimize(freeze=True)). The CUDA kernels keep packed weights for frozen
+    tensors only (an unfrozen CUDA weight is packed on every call). Returns how many tensors were marked."""
     if STATE.cpu_handle is None:
         return 0
     f = STATE.cpu_handle.cnnkernels_weight_cache_freeze
     f.argtypes = [ctypes.c_void_p]
     n = 0
     for t in tensors:
-        if isinstance(t, torch.Tensor) and t.device.type == "cpu" and not t.is_inference() and t.numel() > 0:
+        if (isinstance(t, torch.Tensor) and t.device.type in ("cpu", "cuda") and not t.is_inference()
+                and t.numel() > 0):
             f(t.untyped_storage()._cdata)
             n += 1
     return n

@@ -13,40 +13,53 @@ namespace cnnkernels::cpu {
 
 namespace {
 
-struct Key {
+// One tensor a packing reads: where it lives and how it is viewed.
+struct SourceKey {
   const void* storage;
   int64_t offset;
   std::vector<int64_t> sizes, strides;
   int dtype;
-  int kind;
-  int64_t groups, panel;
-  int64_t c0 = 0, c1 = 0;  // the input-channel range packed (packed_conv_weight_channels), else 0, 0
-  bool operator==(const Key& o) const {
-    return storage == o.storage && offset == o.offset && sizes == o.sizes && strides == o.strides &&
-           dtype == o.dtype && kind == o.kind && groups == o.groups && panel == o.panel && c0 == o.c0 && c1 == o.c1;
+  bool operator==(const SourceKey& o) const {
+    return storage == o.storage && offset == o.offset && sizes == o.sizes && strides == o.strides && dtype == o.dtype;
   }
+};
+
+struct Key {
+  std::vector<SourceKey> sources;
+  int kind;
+  std::vector<int64_t> params;  // what else the layout depends on (groups, panel, channel range)
+  bool operator==(const Key& o) const { return sources == o.sources && kind == o.kind && params == o.params; }
 };
 
 struct KeyHash {
   size_t operator()(const Key& k) const {
-    size_t h = std::hash<const void*>()(k.storage);
+    size_t h = std::hash<int>()(k.kind);
     auto mix = [&h](int64_t v) { h ^= std::hash<int64_t>()(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
-    mix(k.offset); mix(k.dtype); mix(k.kind); mix(k.groups); mix(k.panel); mix(k.c0); mix(k.c1);
-    for (auto s : k.sizes) mix(s);
+    for (const auto& s : k.sources) {
+      mix(reinterpret_cast<intptr_t>(s.storage)); mix(s.offset); mix(s.dtype);
+      for (auto v : s.sizes) mix(v);
+    }
+    for (auto v : k.params) mix(v);
     return h;
   }
 };
 
 using WeakTensorImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+using WeakStorage = c10::weak_intrusive_ptr<c10::StorageImpl>;
 
-struct Entry {
-  c10::weak_intrusive_ptr<c10::StorageImpl> storage;  // expired => the weight was freed; its address may be reused
-  uint64_t fingerprint;
-  // The tensor whose data last matched the fingerprint, and its version counter then (-1: an inference tensor, which
-  // has none). A frozen hit must come from that same tensor: another tensor on the storage (`w.data`) has a counter
-  // of its own that says nothing about writes through w.
+// What a hit must find unchanged in one source.
+struct SourceState {
+  WeakStorage storage;  // expired => the tensor was freed; its address may be reused
+  // The tensor whose data last matched, and its version counter then (-1: an inference tensor, which has none). A
+  // version-counter hit must come from that same tensor: another tensor on the storage (`w.data`) has a counter of
+  // its own that says nothing about writes through w.
   WeakTensorImpl verified;
   int64_t version;
+};
+
+struct Entry {
+  std::vector<SourceState> sources;
+  uint64_t fingerprint;  // of every source's data (Trust::Fingerprint entries only)
   at::Tensor packed;
   std::list<Key>::iterator lru;
 };
@@ -58,7 +71,7 @@ constexpr int64_t kMaxBytes = int64_t(1) << 30;
 std::mutex mu;
 // Storages of frozen weights (weight_cache_freeze): for them an unchanged version counter is taken as proof that the
 // data is unchanged, and the fingerprint is skipped. The weak reference keeps the address from being reused.
-std::unordered_map<const c10::StorageImpl*, c10::weak_intrusive_ptr<c10::StorageImpl>> frozen;
+std::unordered_map<const c10::StorageImpl*, WeakStorage> frozen;
 std::list<Key> lru;  // most recently used at the front
 std::unordered_map<Key, Entry, KeyHash> cache;
 int64_t cached_bytes = 0;
@@ -86,54 +99,108 @@ uint64_t fingerprint_of(const at::Tensor& w) {
   return k.fingerprint(parts.data(), static_cast<int64_t>(parts.size() * sizeof(uint64_t)));
 }
 
-template <typename Pack>
-at::Tensor cached(const at::Tensor& w, int kind, int64_t groups, int64_t panel, Pack&& pack, int64_t c0 = 0,
-                  int64_t c1 = 0) {
-  Key key{w.storage().unsafeGetStorageImpl(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
-          static_cast<int>(w.scalar_type()), kind, groups, panel, c0, c1};
-  const int64_t version = w.is_inference() ? -1 : static_cast<int64_t>(w._version());
+uint64_t fingerprint_of(at::TensorList sources) {
+  if (sources.size() == 1) return fingerprint_of(sources[0]);
+  std::vector<uint64_t> parts;
+  for (const auto& s : sources) parts.push_back(fingerprint_of(s));
+  return kernels().fingerprint(parts.data(), static_cast<int64_t>(parts.size() * sizeof(uint64_t)));
+}
+
+int64_t version_of(const at::Tensor& t) { return t.is_inference() ? -1 : static_cast<int64_t>(t._version()); }
+
+// Whether every source is frozen and has a version counter (mu held).
+bool all_frozen(at::TensorList sources) {
+  for (const auto& s : sources) {
+    auto f = frozen.find(s.storage().unsafeGetStorageImpl());
+    if (version_of(s) < 0 || f == frozen.end() || f->second.expired()) return false;
+  }
+  return true;
+}
+
+// A hit on version counters: every source is the tensor last verified, unchanged since (mu held).
+bool versions_match(const Entry& e, at::TensorList sources) {
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const SourceState& st = e.sources[i];
+    if (st.storage.expired() || st.verified.expired() ||
+        st.verified._unsafe_get_target() != sources[i].unsafeGetTensorImpl() || st.version != version_of(sources[i]))
+      return false;
+  }
+  return true;
+}
+
+bool storages_alive(const Entry& e) {
+  for (const auto& st : e.sources)
+    if (st.storage.expired()) return false;
+  return true;
+}
+
+std::vector<SourceState> states_of(at::TensorList sources) {
+  std::vector<SourceState> v;
+  for (const auto& s : sources)
+    v.push_back(SourceState{WeakStorage(s.storage().getWeakStorageImpl()), WeakTensorImpl(s.getIntrusivePtr()),
+                            version_of(s)});
+  return v;
+}
+
+}  // namespace
+
+Packed cached_packing(at::TensorList sources, int kind, c10::ArrayRef<int64_t> params, Trust trust,
+                      const std::function<at::Tensor()>& pack) {
+  TORCH_INTERNAL_ASSERT(!sources.empty());
+  for (const auto& s : sources)
+    TORCH_INTERNAL_ASSERT(trust == Trust::FrozenOnly || s.device().is_cpu(), "fingerprints read host memory only");
+  Key key{{}, kind, params.vec()};
+  for (const auto& s : sources)
+    key.sources.push_back(SourceKey{s.storage().unsafeGetStorageImpl(), s.storage_offset(), s.sizes().vec(),
+                                    s.strides().vec(), static_cast<int>(s.scalar_type())});
   {
     std::lock_guard<std::mutex> g(mu);
-    auto f = frozen.find(static_cast<const c10::StorageImpl*>(key.storage));
-    if (version >= 0 && f != frozen.end() && !f->second.expired()) {
+    const bool trusted = all_frozen(sources);
+    if (trusted) {
       auto it = cache.find(key);
-      if (it != cache.end() && !it->second.storage.expired() && !it->second.verified.expired() &&
-          it->second.verified._unsafe_get_target() == w.unsafeGetTensorImpl() && it->second.version == version) {
+      if (it != cache.end() && versions_match(it->second, sources)) {
         lru.splice(lru.begin(), lru, it->second.lru);
-        return it->second.packed;
+        return Packed{it->second.packed, false, true};
       }
+    } else if (trust == Trust::FrozenOnly) {
+      return Packed{pack(), true, false};  // nothing to prove the data unchanged with: pack, keep nothing
     }
   }
-  const uint64_t fp = fingerprint_of(w);
-  {
+  uint64_t fp = 0;
+  if (trust == Trust::Fingerprint) {
+    fp = fingerprint_of(sources);
     std::lock_guard<std::mutex> g(mu);
     auto it = cache.find(key);
     if (it != cache.end()) {
-      if (!it->second.storage.expired() && it->second.fingerprint == fp) {
-        it->second.verified = WeakTensorImpl(w.getIntrusivePtr());
-        it->second.version = version;
+      if (storages_alive(it->second) && it->second.fingerprint == fp) {
+        it->second.sources = states_of(sources);
         lru.splice(lru.begin(), lru, it->second.lru);
-        return it->second.packed;
+        return Packed{it->second.packed, false, true};
       }
       erase(it);  // changed contents, or a new tensor at a freed weight's address
     }
   }
   at::Tensor packed = pack();  // outside the lock: packing a large weight must not stall other threads
   std::lock_guard<std::mutex> g(mu);
-  if (auto it = cache.find(key); it != cache.end()) erase(it);  // another thread packed it meanwhile
+  if (auto it = cache.find(key); it != cache.end()) erase(it);  // another thread packed it meanwhile, or stale
   // Misses are rare in steady state, so this is where entries of freed weights are dropped.
   for (auto it = cache.begin(); it != cache.end();) {
     auto next = std::next(it);
-    if (it->second.storage.expired()) erase(it);
+    if (!storages_alive(it->second)) erase(it);
     it = next;
   }
   lru.push_front(key);
-  cache.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(w.storage().getWeakStorageImpl()), fp,
-                           WeakTensorImpl(w.getIntrusivePtr()), version, packed,
-                           lru.begin()});
+  cache.emplace(key, Entry{states_of(sources), fp, packed, lru.begin()});
   cached_bytes += packed.nbytes();
   while (cache.size() > kMaxEntries || (cached_bytes > kMaxBytes && cache.size() > 1)) erase(cache.find(lru.back()));
-  return packed;
+  return Packed{packed, true, true};
+}
+
+namespace {
+
+template <typename Pack>
+at::Tensor cached(const at::Tensor& w, int kind, std::initializer_list<int64_t> params, Pack&& pack) {
+  return cached_packing({w}, kind, params, Trust::Fingerprint, pack).tensor;
 }
 
 // [Cout, Cin/groups, kH, kW] -> fp32 [groups][panels][kH][kW][Cin/groups][panel] (packed_conv_weight's layout).
@@ -149,24 +216,24 @@ at::Tensor packed_layout(const at::Tensor& weight, int64_t groups, int64_t panel
 }  // namespace
 
 at::Tensor packed_conv_weight(const at::Tensor& weight, int64_t groups, int64_t panel) {
-  return cached(weight, 0, groups, panel, [&] { return packed_layout(weight, groups, panel); });
+  return cached(weight, 0, {groups, panel}, [&] { return packed_layout(weight, groups, panel); });
 }
 
 at::Tensor packed_depthwise_weight(const at::Tensor& weight) {
-  return cached(weight, 1, 1, 0, [&] {
+  return cached(weight, 1, {}, [&] {
     const int64_t C = weight.size(0);
     return weight.detach().to(at::kFloat).reshape({C, -1}).t().contiguous();
   });
 }
 
 at::Tensor packed_conv_weight_channels(const at::Tensor& weight, int64_t c0, int64_t c1, int64_t panel) {
-  return cached(weight, 3, 1, panel, [&] {
+  return cached(weight, 3, {panel, c0, c1}, [&] {
     return packed_layout(weight.detach().narrow(1, c0, c1 - c0), 1, panel);
-  }, c0, c1);
+  });
 }
 
 at::Tensor packed_up2x2_weight(const at::Tensor& weight, int64_t panel) {
-  return cached(weight, 2, 1, panel, [&] {
+  return cached(weight, 2, {panel}, [&] {
     const int64_t Cin = weight.size(0), Cout = weight.size(1), panels = (Cout + panel - 1) / panel;
     // [Cin, Cout, 2, 2] -> [2, 2, Cout_padded, Cin] -> [4, panels, panel, Cin] -> [4, panels, Cin, panel]
     at::Tensor w = weight.detach().to(at::kFloat).permute({2, 3, 1, 0});
@@ -179,7 +246,7 @@ int64_t weight_cache_size() {
   // Live entries only: those of freed weights are unusable and are dropped at the next insertion anyway.
   std::lock_guard<std::mutex> g(mu);
   int64_t live = 0;
-  for (const auto& kv : cache) live += !kv.second.storage.expired();
+  for (const auto& kv : cache) live += storages_alive(kv.second);
   return live;
 }
 

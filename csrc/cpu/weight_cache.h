@@ -5,9 +5,33 @@
 // call (one read of the weight, no write, no allocation). Version counters alone are not enough: writes through
 // `.data`, numpy views, or a compiled graph reusing a buffer for a new weight do not bump them. Entries hold the
 // weight's storage weakly, so the cache never keeps a freed weight alive; it is bounded by entries and bytes.
+// The CUDA kernels use the same cache through cached_packing with Trust::FrozenOnly (csrc/cuda/common.h).
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 namespace cnnkernels::cpu {
+
+// How a cached packing is proven current.
+enum class Trust {
+  // CPU tensors: the fingerprint of the data (or, for frozen storages, the version counter).
+  Fingerprint,
+  // Any device: only frozen storages are cached, on their version counters; anything else is packed on every call
+  // and nothing is kept. For device tensors, whose fingerprint would make the host wait for the device on each call.
+  FrozenOnly,
+};
+
+struct Packed {
+  at::Tensor tensor;
+  bool fresh;   // pack() ran in this call
+  bool cached;  // the tensor is (now) held by the cache, for later calls
+};
+
+// The generic entry point: pack()'s result, cached under the tensors it reads (`sources`, e.g. the weights a GEMM
+// concatenates; an entry is reused only while every one of them is unchanged), a `kind` naming the layout, and the
+// `params` the layout depends on. Kinds are the callers' (the CPU packings below use 0-9, the CUDA ones 10-19).
+Packed cached_packing(at::TensorList sources, int kind, c10::ArrayRef<int64_t> params, Trust trust,
+                      const std::function<at::Tensor()>& pack);
 
 // [Cout, Cin/groups, kH, kW] -> fp32 [groups][panels][kH][kW][Cin/groups][panel], zero-padded to whole panels.
 at::Tensor packed_conv_weight(const at::Tensor& weight, int64_t groups, int64_t panel);

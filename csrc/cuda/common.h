@@ -3,16 +3,20 @@
 // built for the host: the kernels run emulated on CPU threads and the ops register as cnnkernels_emu::<op> for CPU
 // tensors.
 #include <ATen/core/Tensor.h>  // not ATen/ATen.h: the wrappers need Tensor methods and at::empty only (2.5x faster)
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include "common/checks.h"
+#include "cpu/weight_cache.h"
 #include "cuda/kernels.h"
 
 #if defined(CNNKERNELS_EMULATE)
 #define CNNKERNELS_IMPL_NS cnnkernels_emu
 #define CNNKERNELS_IMPL_KEY CPU
 #else
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #define CNNKERNELS_IMPL_NS cnnkernels
@@ -64,22 +68,69 @@ inline at::ScalarType acc_type(const at::Tensor& t) {
   return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-inline at::Tensor acc_vector(const c10::optional<at::Tensor>& v) {
-  return v.has_value() ? v->to(acc_type(*v)).contiguous() : at::Tensor();
+// The packings of the CUDA kernels go through the CPU library's cache with Trust::FrozenOnly: only weights marked
+// frozen (cnnkernels.optimize(freeze=True), weight_cache_freeze) are kept, and reused while their version counters are
+// unchanged; any other weight is packed on every call (proving device data unchanged would need the host to wait for
+// the device). Stream safety: a new entry is complete before the call returns (the current stream is synchronised,
+// once per weight), so any stream may read it later; a hit from a stream other than the one the entry was allocated
+// on is recorded with the caching allocator, so evicting the entry cannot hand its memory to another allocation
+// while that stream still reads it. Under CUDA graph capture the cache is bypassed: the graph packs for itself,
+// and holds no pointer into an entry that a later eviction could free.
+enum CudaPacking : int { kGemmWeight = 10, kDepthwiseWeight = 11, kAccVector = 12, kUp2x2Weight = 13 };
+
+inline at::Tensor cached(at::TensorList sources, CudaPacking kind, c10::ArrayRef<int64_t> params,
+                         const std::function<at::Tensor()>& pack) {
+#if !defined(CNNKERNELS_EMULATE)
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) return pack();
+#endif
+  const cpu::Packed p = cpu::cached_packing(sources, kind, params, cpu::Trust::FrozenOnly, pack);
+#if !defined(CNNKERNELS_EMULATE)
+  if (p.fresh && p.cached) {
+    C10_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+  } else if (!p.fresh) {
+    c10::cuda::CUDACachingAllocator::recordStream(p.tensor.storage().data_ptr(), c10::cuda::getCurrentCUDAStream());
+  }
+#endif
+  return p.tensor;
 }
+
+// Vectors (biases, SE weights) in the accumulation type, contiguous; the concatenation of `parts` when there are
+// several (inception's fused 1x1 GEMM).
+inline at::Tensor acc_vector(at::TensorList parts) {
+  if (parts.size() == 1 && parts[0].scalar_type() == acc_type(parts[0]) && parts[0].is_contiguous()) return parts[0];
+  return cached(parts, kAccVector, {}, [&] {
+    const at::Tensor v = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+    return v.detach().to(acc_type(v)).contiguous();
+  });
+}
+
+inline at::Tensor acc_vector(const at::Tensor& v) { return acc_vector(at::TensorList(v)); }
+
+inline at::Tensor acc_vector(const c10::optional<at::Tensor>& v) { return v.has_value() ? acc_vector(*v) : at::Tensor(); }
 
 inline const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
 
-// Weight re-layout for the GEMM kernels, done per call (no cache on CUDA yet): [C_out, Cg, kH, kW] ->
-// [groups][kH][kW][Cg][C_out / groups], the K-major layout whose rows the kernels stream into shared memory.
-inline at::Tensor pack_gemm_weight(const at::Tensor& w, int64_t groups) {
-  const int64_t Cout = w.size(0), Cg = w.size(1), kH = w.size(2), kW = w.size(3);
-  return w.reshape({groups, Cout / groups, Cg, kH, kW}).permute({0, 3, 4, 2, 1}).contiguous();
+// Weight re-layout for the GEMM kernels: [C_out, Cg, kH, kW] -> [groups][kH][kW][Cg][C_out / groups], the K-major
+// layout whose rows the kernels stream into shared memory. Several weights (same Cg and window) are concatenated
+// along C_out first.
+inline at::Tensor pack_gemm_weight(at::TensorList ws, int64_t groups) {
+  return cached(ws, kGemmWeight, {groups}, [&] {
+    const at::Tensor w = ws.size() == 1 ? ws[0] : at::cat(ws, 0);
+    const int64_t Cout = w.size(0), Cg = w.size(1), kH = w.size(2), kW = w.size(3);
+    return w.detach().reshape({groups, Cout / groups, Cg, kH, kW}).permute({0, 3, 4, 2, 1}).contiguous();
+  });
 }
 
 // Depthwise weight [C, 1, kH, kW] -> [kH * kW][C] in the accumulation type (a warp reads consecutive channels).
 inline at::Tensor pack_depthwise_weight(const at::Tensor& w) {
-  return w.reshape({w.size(0), w.size(2) * w.size(3)}).t().to(acc_type(w)).contiguous();
+  return cached(w, kDepthwiseWeight, {}, [&] {
+    return w.detach().reshape({w.size(0), w.size(2) * w.size(3)}).t().to(acc_type(w)).contiguous();
+  });
+}
+
+// A 2x2 stride-2 transposed conv weight [Cin, Cup, 2, 2] -> [2][2][Cin][Cup] in the accumulation type.
+inline at::Tensor pack_up2x2_weight(const at::Tensor& w) {
+  return cached(w, kUp2x2Weight, {}, [&] { return w.detach().permute({2, 3, 0, 1}).to(acc_type(w)).contiguous(); });
 }
 
 // ConvGemmArgs for an NHWC input (pixels g.C elements apart) and the window of `g`; the GEMM operands, epilogue and

@@ -5,7 +5,6 @@
 //   3. KxK conv of the branch-2 reduction -> output[:, c1:c1+c2]
 //   4. KxK conv of the branch-3 reduction -> output[:, c1+c2:c1+c2+c3]
 // The reductions go through global scratch in the input dtype (what an unfused fp16 network stores as well).
-#include <ATen/ops/cat.h>
 #include <torch/library.h>
 
 #include "common/op_checks.h"
@@ -49,8 +48,8 @@ at::Tensor inception_block_cuda(const at::Tensor& input, const at::Tensor& w1, c
 
   // 1. the three 1x1 convs of the input as one GEMM, columns routed to three destinations
   const int64_t n1 = g.c1 + g.c2r + g.c3r;
-  const at::Tensor w1x1 = pack_gemm_weight(at::cat({w1, w2_reduce, w3_reduce}, 0), 1);
-  const at::Tensor b1x1 = acc_vector(at::cat({b1, b2_reduce, b3_reduce}, 0));
+  const at::Tensor w1x1 = pack_gemm_weight({w1, w2_reduce, w3_reduce}, 1);
+  const at::Tensor b1x1 = acc_vector({b1, b2_reduce, b3_reduce});
   const at::Tensor r2 = at::empty({g.N, g.H, g.W, g.c2r}, x.options());
   const at::Tensor r3 = at::empty({g.N, g.H, g.W, g.c3r}, x.options());
   ConvGemmArgs a = same_conv(x, g.N, g.H, g.W, g.C, g.C, w1x1, n1, 1, 1, b1x1);

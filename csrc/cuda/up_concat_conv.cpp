@@ -21,8 +21,7 @@ at::Tensor up_concat_conv_cuda(const at::Tensor& input, const at::Tensor& skip, 
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor s = skip.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor w = pack_gemm_weight(weight, 1), b = acc_vector(bias);
-  // [Cin, Cup, 2, 2] -> [2][2][Cin][Cup] in the accumulation type, in which the producer sums each upsampled value.
-  const at::Tensor uw = up_weight.permute({2, 3, 0, 1}).to(acc_type(up_weight)).contiguous();
+  const at::Tensor uw = pack_up2x2_weight(up_weight);
   const at::Tensor ub = acc_vector(up_bias);
 
   UpConcatArgs u;

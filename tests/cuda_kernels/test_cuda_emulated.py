@@ -87,6 +87,9 @@ def emu():
         skip_or_fail("no CUDA headers (cuda_fp16.h) for the emulation build")
     if not cpp_extension.is_ninja_available() or not (shutil.which("c++") or shutil.which("g++")):
         skip_or_fail("the emulation build needs ninja and a C++ compiler")
+    if not _library.STATE.cpu:
+        skip_or_fail("the emulation links the compiled CPU library (the CUDA wrappers pack weights through its cache): "
+                     f"{_library.STATE.reason}")
     if _SCHEMAS is None:
         _SCHEMAS = torch.library.Library(NS, "DEF")
         for schema in _library.read_schemas().values():
@@ -96,6 +99,7 @@ def emu():
         name="cnnkernels_cuda_emu", sources=[str(EMU_SRC / "emu_kernels.cpp"), str(EMU_SRC / "emu_ops.cpp")],
         extra_include_paths=[str(ROOT / "csrc"), str(inc)],
         extra_cflags=["-O2", "-fvisibility=hidden", "-Wno-unknown-pragmas"],
+        extra_ldflags=[str(_library.CPU_LIB), f"-Wl,-rpath,{_library.CPU_LIB.parent}"],
         build_directory=str(BUILD_DIR), is_python_module=False, verbose=False)
     e = Emu(path)
     yield e
