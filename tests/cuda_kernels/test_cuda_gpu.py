@@ -89,6 +89,53 @@ def test_cuda_graph_capture(name):
     torch.testing.assert_close(y, want, rtol=0, atol=0)
 
 
+def _frozen_case(name):
+    args = _cuda(CASES[name][-1][1], torch.float16)
+    _library.weight_cache_clear()
+    _library.weight_cache_freeze([a for a in args[1:] if isinstance(a, torch.Tensor)])
+    return args
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_frozen_weights_cached_across_streams(name):
+    """Frozen CUDA weights are packed once (the packing stream is synchronised) and read from any stream after."""
+    args = _frozen_case(name)
+    try:
+        want = op(name)(*args)
+        n = _library.weight_cache_size()
+        assert n > 0 or name == "add_relu"
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            y = op(name)(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        assert _library.weight_cache_size() == n
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        _library.weight_cache_clear()  # evicts entries the side stream used: its use was recorded
+        torch.testing.assert_close(op(name)(*args), want, rtol=0, atol=0)
+    finally:
+        _library.weight_cache_clear()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_graph_capture_bypasses_the_cache(name):
+    args = _frozen_case(name)
+    try:
+        want = op(name)(*args)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = op(name)(*args)
+        _library.weight_cache_clear()  # nothing the graph reads may belong to the cache
+        torch.cuda.empty_cache()
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        assert _library.weight_cache_size() == 0
+    finally:
+        _library.weight_cache_clear()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 @pytest.mark.parametrize("name", list(CASES))
 def test_inputs_on_another_device(name):
