@@ -248,6 +248,61 @@ def test_add_relu_op_on_offset_inputs_is_exact(emu, dtype):
         torch.testing.assert_close(emu.op("add_relu")(a, b), torch.relu(a + b), rtol=0, atol=0, equal_nan=True)
 
 
+# ---- depthwise: which kernel runs -------------------------------------------------------------------------------------
+
+def _out_hw(x, w, stride, padding, dilation):
+    return [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+            for i in range(2)]
+
+
+# (conv2d_act case, dtype, (th, tw, cc) of the tiled kernel or None for the direct one) under the default device
+# (plan_depthwise: the halo in the accumulation type within 24 KiB and smaller than the tile's windows).
+DEPTHWISE_PATHS = [
+    ("depthwise_tiles_res", torch.float32, (8, 8, 32)),
+    ("depthwise_tiles_res", torch.float16, (8, 8, 32)),
+    ("depthwise_tiles_res", torch.float64, (4, 8, 32)),  # 8x8: a 10 x 10 fp64 halo of 32 channels is 25 KiB
+    ("depthwise_k5_s2_d2", torch.float32, (2, 4, 32)),  # the 8x8 .. 4x4 halos are over 24 KiB
+    ("depthwise_k5_s2_d2", torch.float64, None),        # even the 1x2 tile's 9 x 11 fp64 halo is
+    ("depthwise_6ch", torch.float32, (8, 8, 8)),
+    ("depthwise_rect", torch.bfloat16, (8, 8, 16)),
+    ("depthwise_1x1", torch.float32, None),             # a 1x1 window: the halo is no smaller than the windows
+    ("depthwise_d9", torch.float32, None),              # dilation 9: the halo is larger than the windows
+]
+
+
+@pytest.mark.parametrize("case,dtype,tile", DEPTHWISE_PATHS,
+                         ids=[f"{c}-{DTYPE_IDS[d]}" for c, d, _ in DEPTHWISE_PATHS])
+def test_depthwise_kernel_choice(emu, case, dtype, tile):
+    args = cast(_args("conv2d_act", case), dtype, fmt=torch.channels_last)
+    assert_close_to_reference("conv2d_act", emu.op("conv2d_act")(*args), args, dtype)
+    rec = emu.last_launch()
+    x, w, (sh, sw), (dh, dw) = args[0], args[1], args[4], args[6]
+    Ho, Wo = _out_hw(x, w, args[4], args[5], args[6])
+    N, C, kh, kw = x.shape[0], x.shape[1], w.shape[2], w.shape[3]
+    if tile is None:
+        assert rec["smem"] == 0 and rec["grid_x"] == min(-(-N * Ho * Wo * C // 256), DEFAULT_DEVICE[0] * 16)
+        return
+    th, tw, cc = tile
+    halo = ((th - 1) * sh + (kh - 1) * dh + 1) * ((tw - 1) * sw + (kw - 1) * dw + 1)
+    assert rec["smem"] == halo * cc * (8 if dtype == torch.float64 else 4)
+    assert (rec["grid_x"], rec["grid_y"]) == (N * -(-Ho // th) * -(-Wo // tw), -(-C // cc))
+
+
+# (dwsep_conv2d case, th x tw tile of GEMM rows, or None: 64 flattened pixels), fp32 under the default device.
+DWSEP_PATHS = [("tiles_s2_odd", (8, 8)), ("tiles_k5_d2", (8, 8)), ("s2_2coltiles", (8, 8)), ("flat_1x1", None)]
+
+
+@pytest.mark.parametrize("case,tile", DWSEP_PATHS, ids=[c for c, _ in DWSEP_PATHS])
+def test_dwsep_rows(emu, case, tile):
+    args = cast(_args("dwsep_conv2d", case), torch.float32, fmt=torch.channels_last)
+    assert_close_to_reference("dwsep_conv2d", emu.op("dwsep_conv2d")(*args), args, torch.float32)
+    x = args[0]
+    Ho, Wo = _out_hw(x, args[1], args[5], args[6], args[7])
+    N = x.shape[0]
+    want = -(-N * Ho * Wo // 64) if tile is None else N * -(-Ho // tile[0]) * -(-Wo // tile[1])
+    assert emu.last_launch()["grid_x"] == want
+
+
 def _bad_inputs():
     conv = list(CASES["conv2d_act"][0][1])
     dws = list(CASES["dwsep_conv2d"][0][1])
