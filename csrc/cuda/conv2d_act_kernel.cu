@@ -1,9 +1,12 @@
 // conv2d_act on CUDA: an implicit GEMM (rows = output pixels, columns = output channels of a group, K = kH*kW*Cg) whose
 // A tile is gathered from the NHWC input per K chunk (im2col never exists in memory) and whose epilogue adds the bias
 // and the residual and applies the activation while the tile is still on chip. Depthwise convolutions (groups == C ==
-// C_out) have a direct kernel instead: as a GEMM they would have one useful column in 64.
+// C_out) have their own kernels instead (as a GEMM they would have one useful column in 64): a tiled one that stages
+// each tile's input halo in shared memory (depthwise_tile.cuh, plan_depthwise), and a direct one, one thread per
+// output, for the windows a halo does not pay for or fit.
 // The gather launcher also serves inception_block's 1x1 and KxK convs (through OutSlice).
 #include "cuda/block_gemm.cuh"
+#include "cuda/depthwise_tile.cuh"
 
 namespace cnnkernels::cuda {
 
@@ -57,13 +60,55 @@ __global__ void __launch_bounds__(kThreads) depthwise_kernel(ConvGemmArgs a) {
   }
 }
 
+// A th x tw tile of outputs per block, channels in chunks of p.cc: the halo of the chunk is staged once, then thread
+// t computes channel t % p.cc of tile pixels t / p.cc, + kThreads / p.cc, ... from it (plan_depthwise).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) depthwise_tile_kernel(ConvGemmArgs a, DepthwisePlan p) {
+  using Acc = acc_t<T>;
+  Acc* halo = reinterpret_cast<Acc*>(dyn_smem());
+  const T* __restrict__ res = static_cast<const T*>(a.res);
+  T* __restrict__ y = static_cast<T*>(a.out[0].data);
+  const TileOrigin o = tile_origin(blockIdx.x, p.th, p.tw, a.Ho, a.Wo);
+  const Halo h = tile_halo(a, o, p.th, p.tw);
+  const int groups = kThreads / p.cc, j = threadIdx.x % p.cc, g = threadIdx.x / p.cc, np = p.th * p.tw;
+  for (int64_t c0 = static_cast<int64_t>(blockIdx.y) * p.cc; c0 < a.Cg; c0 += static_cast<int64_t>(gridDim.y) * p.cc) {
+    __syncthreads();  // the previous chunk's reads of the halo are done
+    load_halo<T>(halo, p.cc, a, o.n, h, c0, p.cc);
+    __syncthreads();
+    const int64_t c = c0 + j;
+    if (c >= a.Cg) continue;
+    Acc acc[kDwPix];
+    depthwise_tile_pixels<kDwPix>(acc, halo, p.cc, h, a, p.tw, j, c, g, groups, np);
+#pragma unroll
+    for (int i = 0; i < kDwPix; ++i) {
+      const int q = g + i * groups;
+      const int64_t oh = o.oh0 + q / p.tw, ow = o.ow0 + q % p.tw;
+      if (q >= np || oh >= a.Ho || ow >= a.Wo) continue;
+      const int64_t m = (o.n * a.Ho + oh) * a.Wo + ow;
+      Acc s = acc[i];
+      if (res) s += to_acc(res[m * a.ldr + c]);
+      y[m * a.out[0].ld + c] = from_acc<T>(act_apply(a.act, s));
+    }
+  }
+}
+
 template <typename T>
 cudaError_t launch_depthwise_t(const ConvGemmArgs& a, cudaStream_t stream) {
   const int64_t total = a.N * a.Ho * a.Wo * a.Cg;
   if (total == 0) return cudaSuccess;
   rt::DeviceInfo dev{};
-  const cudaError_t err = rt::device_info(dev);
+  cudaError_t err = rt::device_info(dev);
   if (err != cudaSuccess) return err;
+  const DepthwisePlan p = plan_depthwise(a.N, a.Ho, a.Wo, a.Cg, a.kH, a.kW, a.sH, a.sW, a.dH, a.dW, sizeof(acc_t<T>),
+                                         dev.smem_optin);
+  if (p.ok) {
+    auto* kernel = &depthwise_tile_kernel<T>;
+    err = rt::allow_smem(kernel, p.bytes);
+    if (err != cudaSuccess) return err;
+    CNNKERNELS_LAUNCH(kernel, dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y)), dim3(kThreads),
+                      static_cast<size_t>(p.bytes), stream, a, p);
+    return rt::last_error();
+  }
   const int64_t blocks = ceil_div(total, kThreads), cap = static_cast<int64_t>(dev.sms) * 16;
   auto* kernel = &depthwise_kernel<T>;
   CNNKERNELS_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < cap ? blocks : cap)), dim3(kThreads), 0, stream, a);

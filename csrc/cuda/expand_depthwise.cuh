@@ -8,6 +8,7 @@
 //      puts it in the A tile of its projection GEMM, mbconv writes it to memory for its squeeze-and-excitation.
 // The shared memory is laid out by plan_inverted_residual (tiling.h).
 #include "cuda/block_gemm.cuh"
+#include "cuda/depthwise_tile.cuh"
 
 namespace cnnkernels::cuda {
 
@@ -118,15 +119,9 @@ template <typename T>
 __device__ __forceinline__ ExpandDepthwise<T> expand_depthwise_tile(const InvResArgs& a, RowInfo* rows,
                                                                     unsigned char* smem, const SmemPlan& sp,
                                                                     int64_t tile, int th, int tw) {
-  const int64_t tiles_h = ceil_div(a.Ho, th), tiles_w = ceil_div(a.Wo, tw);
-  const int64_t t = tile / tiles_w;
-  const int64_t n = t / tiles_h, oh0 = (t % tiles_h) * th, ow0 = (tile % tiles_w) * tw;
-  for (int r = threadIdx.x; r < kBM; r += kThreads) {
-    const int64_t oh = oh0 + r / tw, ow = ow0 + r % tw;
-    rows[r] = (r < th * tw && oh < a.Ho && ow < a.Wo)
-                  ? RowInfo{(n * a.Ho + oh) * a.Wo + ow, n, static_cast<int>(oh), static_cast<int>(ow)}
-                  : RowInfo{-1, 0, 0, 0};
-  }
+  const TileOrigin o = tile_origin(tile, th, tw, a.Ho, a.Wo);
+  const int64_t n = o.n, oh0 = o.oh0, ow0 = o.ow0;
+  rows_tile(rows, o, th, tw, a.Ho, a.Wo);
   __syncthreads();
   const int64_t ih0 = halo_origin(oh0, a.stride, a.pH), iw0 = halo_origin(ow0, a.stride, a.pW);
   const int64_t IH = halo_extent(th, a.stride, a.kH, 1), IW = halo_extent(tw, a.stride, a.kW, 1);

@@ -151,4 +151,99 @@ CNNKERNELS_HD LaunchPlan plan_inverted_residual(int64_t N, int64_t Ho, int64_t W
   return none;
 }
 
+// ---- depthwise tiles with a shared-memory halo (depthwise_tile.cuh) ------------------------------------------------
+// A halo is worth staging only when it holds fewer elements than the tile's windows read (th * tw * kH * kW): else
+// (1x1 kernels, strides or dilations larger than the kernel leaves gaps for) the direct kernels read no more from
+// global memory and skip the shared-memory round trip. Candidates from the largest; each is clamped to the output
+// (no 8-row tile for a 3-row map). A 1x1 tile is never worth it: its halo is at least its window.
+struct TileShape {
+  int th, tw;
+};
+constexpr int kTileCands = 6;
+
+CNNKERNELS_HD int pow2_at_least(int64_t v, int cap) {
+  int p = 1;
+  while (p < cap && p < v) p *= 2;
+  return p;
+}
+
+CNNKERNELS_HD TileShape tile_candidate(int i, int64_t Ho, int64_t Wo) {
+  const int cand[kTileCands][2] = {{8, 8}, {4, 8}, {4, 4}, {2, 4}, {2, 2}, {1, 2}};
+  return TileShape{pow2_at_least(Ho, cand[i][0]), pow2_at_least(Wo, cand[i][1])};
+}
+
+// conv2d_act's tiled depthwise kernel: a block owns a th x tw output tile and walks chunks of cc channels
+// (blockIdx.y, + gridDim.y, ...); thread t computes channel t % cc of the tile pixels t / cc, + kThreads / cc, ...,
+// at most kDwPix of them (register sums). The halo is [IH * IW][cc] of the accumulation type, the only shared memory.
+constexpr int kDwPix = 8;
+constexpr int kDwChunk = 32;               // channels per block: a warp reads 32 consecutive channels
+constexpr int64_t kDwSmemCap = 24 * 1024;  // keeps >= 2 blocks per SM on sm_75 (64 KiB), >= 6 on sm_80 and later
+
+struct DepthwisePlan {
+  bool ok;  // false: no tile is worth staging or fits; run the direct kernel
+  int th, tw, cc;
+  int IH, IW;
+  int64_t grid_x;
+  int grid_y;
+  int64_t bytes;
+};
+
+CNNKERNELS_HD DepthwisePlan plan_depthwise(int64_t N, int64_t Ho, int64_t Wo, int64_t C, int kH, int kW, int sH,
+                                           int sW, int dH, int dW, int acc_bytes, int64_t smem_limit) {
+  DepthwisePlan p{};
+  p.ok = false;
+  const int64_t budget = smem_limit < kDwSmemCap ? smem_limit : kDwSmemCap;
+  const int cc = pow2_at_least(C, kDwChunk);  // fewer channels than a chunk: more threads per pixel instead
+  for (int i = 0; i < kTileCands; ++i) {
+    const auto [th, tw] = tile_candidate(i, Ho, Wo);
+    if (th * tw > (kThreads / cc) * kDwPix) continue;
+    const int64_t hh = halo_extent(th, sH, kH, dH), hw = halo_extent(tw, sW, kW, dW);
+    // Checked before multiplying: with strides or dilations near 2**31 the products would overflow int64.
+    if (hh > budget || hw > budget) continue;
+    const int64_t halo = hh * hw;
+    if (halo >= static_cast<int64_t>(th) * tw * kH * kW) continue;
+    const int64_t bytes = halo * cc * acc_bytes;
+    if (bytes > budget) continue;
+    const int64_t tiles = N * ceil_div(Ho, th) * ceil_div(Wo, tw), chunks = ceil_div(C, cc);
+    if (tiles > 0x7fffffff) return p;
+    p.ok = true;
+    p.th = th;
+    p.tw = tw;
+    p.cc = cc;
+    p.IH = static_cast<int>(hh);
+    p.IW = static_cast<int>(hw);
+    p.grid_x = tiles;
+    p.grid_y = static_cast<int>(chunks < 65535 ? chunks : 65535);
+    p.bytes = bytes;
+    return p;
+  }
+  return p;
+}
+
+// dwsep_conv2d: GEMM rows are a th x tw output tile (th * tw <= kBM) whose depthwise input halo is staged in the `e`
+// region of plan_smem ([IH * IW][lde], accumulation type), per K chunk. A tile is taken when its halo is worth staging
+// (above), the plan fits, and the tiles are at most twice as many GEMM row blocks as 64 flattened pixels (small tiles
+// leave GEMM rows empty, and the pointwise GEMM is the larger part of the work). Otherwise th = tw = 0: rows of 64
+// flattened pixels whose depthwise windows are read from global memory.
+CNNKERNELS_HD LaunchPlan plan_dwsep(int64_t N, int64_t Ho, int64_t Wo, int64_t C, int64_t Cout, int kH, int kW, int sH,
+                                    int sW, int dH, int dW, int t_bytes, int acc_bytes, int sms, int64_t smem_limit) {
+  const int64_t flat_tiles = ceil_div(N * Ho * Wo, kBM), col_tiles = ceil_div(Cout, kBN);
+  for (int i = 0; i < kTileCands; ++i) {
+    const auto [th, tw] = tile_candidate(i, Ho, Wo);
+    const int64_t hh = halo_extent(th, sH, kH, dH), hw = halo_extent(tw, sW, kW, dW);
+    if (hh > smem_limit || hw > smem_limit) continue;  // before multiplying, as in plan_depthwise
+    const int64_t halo = hh * hw;
+    if (halo >= static_cast<int64_t>(th) * tw * kH * kW) continue;
+    const int64_t row_tiles = N * ceil_div(Ho, th) * ceil_div(Wo, tw);
+    if (row_tiles > 2 * flat_tiles) continue;
+    LaunchPlan p = plan_gemm(row_tiles, col_tiles, C, t_bytes, acc_bytes, sms, smem_limit, halo, false);
+    if (p.ok) {
+      p.th = th;
+      p.tw = tw;
+      return p;
+    }
+  }
+  return plan_gemm(flat_tiles, col_tiles, C, t_bytes, acc_bytes, sms, smem_limit, 0, false);
+}
+
 }  // namespace cnnkernels::cuda

@@ -61,6 +61,8 @@ class Emu:
         self.handle = ctypes.CDLL(path)
         self.handle.cnnk_emu_configure.argtypes = [ctypes.c_int, ctypes.c_int64]
         self.handle.cnnk_emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+        self.handle.cnnk_emu_add_relu.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                  ctypes.c_int64]
         self.configure(*DEFAULT_DEVICE)
 
     def configure(self, sms, smem):
@@ -200,6 +202,109 @@ def test_nan_and_inf_propagate(emu, op, case, dtype):
     x[-1, -1, -1, -1] = float("inf")
     args[0] = x
     assert_close_to_reference(op, emu.op(op)(*args), args, dtype)
+
+
+# ---- add_relu: 16-byte vectors when input, residual and output share their offset from a 16-byte boundary -----------
+
+_DTYPE_ID = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.float64: 3}  # cuda::DType
+# (input, residual, output) offsets in elements from a 16-byte boundary (torch's CPU allocator aligns to 64 bytes):
+# equal ones (the vector path, with a scalar head of 0 .. 7 elements) and unequal ones (the scalar kernel).
+_ADD_RELU_OFFSETS = [(o, o, o) for o in range(8)] + [(0, 1, 0), (1, 0, 0), (0, 0, 1), (3, 3, 5), (2, 6, 2),
+                                                     (7, 5, 3), (4, 0, 4), (1, 1, 0)]
+_ADD_RELU_SIZES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 255, 257, 301]
+_SENTINEL = -7.0  # never a relu output
+
+
+def _add_relu_operands(dtype, length):
+    g = torch.Generator().manual_seed(17)
+    a, b = (torch.randn(length, generator=g, dtype=torch.float64) for _ in range(2))
+    a[5::37], b[11::41], a[13::43], b[13::43] = float("nan"), float("inf"), float("inf"), -float("inf")
+    return a.to(dtype), b.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+def test_add_relu_every_alignment_is_exact(emu, dtype):
+    # Exactly torch.relu(a + b) in the dtype (fp16/bf16: the sum in fp32, rounded once, as torch's CPU add does),
+    # NaN and inf included, nothing written outside the output, for every head length and odd tails. Above 256
+    # elements the grid shows the path: one block of vector threads, or two blocks of the scalar kernel.
+    pool = 8 + max(_ADD_RELU_SIZES)
+    a_buf, b_buf = _add_relu_operands(dtype, pool)
+    for oa, ob, oo in _ADD_RELU_OFFSETS:
+        for n in _ADD_RELU_SIZES:
+            out_buf = torch.full((pool,), _SENTINEL, dtype=dtype)
+            a, b, out = a_buf[oa:oa + n], b_buf[ob:ob + n], out_buf[oo:oo + n]
+            rc = emu.handle.cnnk_emu_add_relu(_DTYPE_ID[dtype], a.data_ptr(), b.data_ptr(), out.data_ptr(), n)
+            where = f"offsets {oa, ob, oo}, n {n}"
+            assert rc == 0, where
+            torch.testing.assert_close(out, torch.relu(a + b), rtol=0, atol=0, equal_nan=True, msg=where)
+            assert (out_buf[:oo] == _SENTINEL).all() and (out_buf[oo + n:] == _SENTINEL).all(), where
+            if n > 256:
+                same_phase = len({t.data_ptr() % 16 for t in (a, b, out)}) == 1
+                assert emu.last_launch()["grid_x"] == (1 if same_phase else 2), where
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS.get)
+def test_add_relu_op_on_offset_inputs_is_exact(emu, dtype):
+    # Through the op's wrapper: inputs that are views at an offset, the output it allocates aligned.
+    a_buf, b_buf = _add_relu_operands(dtype, 300)
+    for oa, ob in [(0, 0), (1, 1), (2, 5), (8, 8)]:
+        a, b = a_buf[oa:oa + 280].view(7, 40), b_buf[ob:ob + 280].view(7, 40)
+        torch.testing.assert_close(emu.op("add_relu")(a, b), torch.relu(a + b), rtol=0, atol=0, equal_nan=True)
+
+
+# ---- depthwise: which kernel runs -------------------------------------------------------------------------------------
+
+def _out_hw(x, w, stride, padding, dilation):
+    return [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+            for i in range(2)]
+
+
+# (conv2d_act case, dtype, (th, tw, cc) of the tiled kernel or None for the direct one) under the default device
+# (plan_depthwise: the halo in the accumulation type within 24 KiB and smaller than the tile's windows).
+DEPTHWISE_PATHS = [
+    ("depthwise_tiles_res", torch.float32, (8, 8, 32)),
+    ("depthwise_tiles_res", torch.float16, (8, 8, 32)),
+    ("depthwise_tiles_res", torch.float64, (4, 8, 32)),  # 8x8: a 10 x 10 fp64 halo of 32 channels is 25 KiB
+    ("depthwise_k5_s2_d2", torch.float32, (2, 4, 32)),  # the 8x8 .. 4x4 halos are over 24 KiB
+    ("depthwise_k5_s2_d2", torch.float64, None),        # even the 1x2 tile's 9 x 11 fp64 halo is
+    ("depthwise_6ch", torch.float32, (8, 8, 8)),
+    ("depthwise_rect", torch.bfloat16, (8, 8, 16)),
+    ("depthwise_1x1", torch.float32, None),             # a 1x1 window: the halo is no smaller than the windows
+    ("depthwise_d9", torch.float32, None),              # dilation 9: the halo is larger than the windows
+]
+
+
+@pytest.mark.parametrize("case,dtype,tile", DEPTHWISE_PATHS,
+                         ids=[f"{c}-{DTYPE_IDS[d]}" for c, d, _ in DEPTHWISE_PATHS])
+def test_depthwise_kernel_choice(emu, case, dtype, tile):
+    args = cast(_args("conv2d_act", case), dtype, fmt=torch.channels_last)
+    assert_close_to_reference("conv2d_act", emu.op("conv2d_act")(*args), args, dtype)
+    rec = emu.last_launch()
+    x, w, (sh, sw), (dh, dw) = args[0], args[1], args[4], args[6]
+    Ho, Wo = _out_hw(x, w, args[4], args[5], args[6])
+    N, C, kh, kw = x.shape[0], x.shape[1], w.shape[2], w.shape[3]
+    if tile is None:
+        assert rec["smem"] == 0 and rec["grid_x"] == min(-(-N * Ho * Wo * C // 256), DEFAULT_DEVICE[0] * 16)
+        return
+    th, tw, cc = tile
+    halo = ((th - 1) * sh + (kh - 1) * dh + 1) * ((tw - 1) * sw + (kw - 1) * dw + 1)
+    assert rec["smem"] == halo * cc * (8 if dtype == torch.float64 else 4)
+    assert (rec["grid_x"], rec["grid_y"]) == (N * -(-Ho // th) * -(-Wo // tw), -(-C // cc))
+
+
+# (dwsep_conv2d case, th x tw tile of GEMM rows, or None: 64 flattened pixels), fp32 under the default device.
+DWSEP_PATHS = [("tiles_s2_odd", (8, 8)), ("tiles_k5_d2", (8, 8)), ("s2_2coltiles", (8, 8)), ("flat_1x1", None)]
+
+
+@pytest.mark.parametrize("case,tile", DWSEP_PATHS, ids=[c for c, _ in DWSEP_PATHS])
+def test_dwsep_rows(emu, case, tile):
+    args = cast(_args("dwsep_conv2d", case), torch.float32, fmt=torch.channels_last)
+    assert_close_to_reference("dwsep_conv2d", emu.op("dwsep_conv2d")(*args), args, torch.float32)
+    x = args[0]
+    Ho, Wo = _out_hw(x, args[1], args[5], args[6], args[7])
+    N = x.shape[0]
+    want = -(-N * Ho * Wo // 64) if tile is None else N * -(-Ho // tile[0]) * -(-Wo // tile[1])
+    assert emu.last_launch()["grid_x"] == want
 
 
 def _bad_inputs():

@@ -74,6 +74,8 @@ def lib(tmp_path_factory):
         "cnnk_plan_smem": (None, [I32, I32, I64, I64, I32, P64]),
         "cnnk_plan_gemm": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, P64]),
         "cnnk_plan_inverted_residual": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I32, I32, I64, P64]),
+        "cnnk_plan_depthwise": (None, [I64, I64, I64, I64] + [I32] * 7 + [I64, P64]),
+        "cnnk_plan_dwsep": (None, [I64] * 5 + [I32] * 9 + [I64, P64]),
     }
     for name, (res, args) in sig.items():
         f = getattr(L, name)
@@ -361,3 +363,105 @@ def test_inverted_residual_plan_with_huge_stride(lib, stride):
         assert 0 < p["bytes"] <= DEVICE_SMEM["sm90"]
         assert p["c"] >= p["e"] + 25 * p["lde"] * acc_bytes
 
+
+
+# ---- depthwise tiles with a shared-memory halo (plan_depthwise, plan_dwsep) -------------------------------------------
+
+DW_SMEM_CAP = 24 * KIB  # plan_depthwise's own cap (kDwSmemCap)
+
+
+def _plan_depthwise(lib, N, Ho, Wo, C, k, s, d, acc_bytes, limit):
+    v = _out(lib, "cnnk_plan_depthwise", 9, N, Ho, Wo, C, k[0], k[1], s[0], s[1], d[0], d[1], acc_bytes, limit)
+    return dict(zip(["ok", "th", "tw", "cc", "IH", "IW", "gx", "gy", "bytes"], v))
+
+
+def _check_depthwise_plan(lib, p, N, Ho, Wo, C, k, s, d, acc_bytes, limit):
+    th, tw, cc = p["th"], p["tw"], p["cc"]
+    assert cc == min(32, 1 << max(C - 1, 0).bit_length())
+    assert th in (1, 2, 4, 8) and tw in (1, 2, 4, 8) and th * tw <= (256 // cc) * 8  # kDwPix sums per thread
+    assert th < 2 * Ho and tw < 2 * Wo  # no tile twice the output's size
+    assert (p["IH"], p["IW"]) == (lib.cnnk_halo_extent(th, s[0], k[0], d[0]), lib.cnnk_halo_extent(tw, s[1], k[1], d[1]))
+    assert p["IH"] * p["IW"] < th * tw * k[0] * k[1]  # the halo is smaller than the windows it replaces
+    assert p["bytes"] == p["IH"] * p["IW"] * cc * acc_bytes <= min(limit, DW_SMEM_CAP)
+    assert (p["gx"], p["gy"]) == (N * math.ceil(Ho / th) * math.ceil(Wo / tw), math.ceil(C / cc))
+
+
+# MobileNet v2's depthwise convs at 224x224 (channels, output size, stride), 3x3, and EfficientNet-B0's 5x5 ones.
+DW_LAYERS = [(32, 112, 1, 3), (96, 56, 2, 3), (144, 56, 1, 3), (144, 28, 2, 3), (192, 28, 1, 3), (384, 14, 1, 3),
+             (576, 7, 2, 3), (960, 7, 1, 3), (144, 28, 2, 5), (240, 28, 1, 5), (672, 7, 2, 5), (1152, 7, 1, 5)]
+
+
+@pytest.mark.parametrize("device", list(DEVICE_SMEM))
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_depthwise_plan_tiles_the_mobilenet_layers(lib, device, dtype):
+    _, acc_bytes = DTYPES[dtype]
+    limit = DEVICE_SMEM[device]
+    for C, Ho, s, k in DW_LAYERS:
+        p = _plan_depthwise(lib, 2, Ho, Ho, C, (k, k), (s, s), (1, 1), acc_bytes, limit)
+        assert p["ok"], (C, Ho, s, k)
+        _check_depthwise_plan(lib, p, 2, Ho, Ho, C, (k, k), (s, s), (1, 1), acc_bytes, limit)
+        if acc_bytes == 4 and k == 3 and s == 1:
+            assert (p["th"], p["tw"]) == (8, 8)
+
+
+def test_depthwise_plan_edges(lib):
+    # Few channels: a narrower chunk, more pixels per thread group; a 3-row output: no 8-row tile.
+    p = _plan_depthwise(lib, 1, 3, 50, 6, (3, 3), (1, 1), (1, 1), 4, 99 * KIB)
+    assert p["ok"] and p["cc"] == 8 and p["th"] == 4
+    _check_depthwise_plan(lib, p, 1, 3, 50, 6, (3, 3), (1, 1), (1, 1), 4, 99 * KIB)
+    # The direct kernel: a 1x1 window, a single output pixel, a dilation whose gaps make the halo larger than the
+    # windows, shared memory too small for any halo.
+    for args in [(1, 56, 56, 32, (1, 1), (1, 1), (1, 1)), (1, 1, 1, 32, (3, 3), (1, 1), (1, 1)),
+                 (1, 20, 20, 8, (3, 3), (1, 1), (9, 9))]:
+        assert not _plan_depthwise(lib, *args, 4, 99 * KIB)["ok"], args
+    assert not _plan_depthwise(lib, 1, 56, 56, 32, (3, 3), (1, 1), (1, 1), 4, 1 * KIB)["ok"]
+
+
+@pytest.mark.parametrize("big", [2 ** 20, 2 ** 26, 2 ** 31 - 1])
+def test_depthwise_plans_with_huge_window_params(lib, big):
+    # Strides / dilations up to 2**31 - 1: halo extents near 2**34 whose product overflows int64; never a tile that
+    # "fits" through a wrapped-around size. A huge stride leaves one output row (column): a 1 x 8 (8 x 1) tile is
+    # still worth it; one output pixel or huge dilations take the direct kernel.
+    for s, d in [((big, big), (1, 1)), ((1, 1), (big, big)), ((big, 2), (1, 1)), ((1, big), (1, 1))]:
+        for acc_bytes in (4, 8):
+            p = _plan_depthwise(lib, 1, 1 if s[0] == big else 9, 1 if s[1] == big else 9, 4, (3, 3), s, d, acc_bytes,
+                                DEVICE_SMEM["sm90"])
+            if p["ok"]:
+                _check_depthwise_plan(lib, p, 1, 1 if s[0] == big else 9, 1 if s[1] == big else 9, 4, (3, 3), s, d,
+                                      acc_bytes, DEVICE_SMEM["sm90"])
+            assert p["ok"] == (s in [(big, 2), (1, big)]), (s, d, acc_bytes)
+            for dtype, (t_bytes, acc) in DTYPES.items():
+                v = _out(lib, "cnnk_plan_dwsep", 23, 1, 1, 1, 4, 70, 3, 3, s[0], s[1], d[0], d[1], t_bytes, acc, 80,
+                         DEVICE_SMEM["sm90"])
+                assert v[0] and v[4] == v[5] == 0 and v[2] == 1, (s, d, dtype)  # one pixel: flattened rows
+
+
+# MobileNet v1's depthwise-separable layers at 224x224: (C, Cout, output size, stride).
+MBV1 = [(32, 64, 112, 1), (64, 128, 56, 2), (128, 128, 56, 1), (128, 256, 28, 2), (256, 256, 28, 1),
+        (256, 512, 14, 2), (512, 512, 14, 1), (512, 1024, 7, 2), (1024, 1024, 7, 1)]
+
+
+@pytest.mark.parametrize("device", list(DEVICE_SMEM))
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_dwsep_plan_fits_every_target(lib, consts, device, dtype):
+    t_bytes, acc_bytes = DTYPES[dtype]
+    limit = DEVICE_SMEM[device]
+    for C, Cout, Ho, s in MBV1:
+        for k, d in [(3, 1), (5, 1), (3, 2)]:
+            v = _out(lib, "cnnk_plan_dwsep", 23, 2, Ho, Ho, C, Cout, k, k, s, s, d, d, t_bytes, acc_bytes, 80, limit)
+            ok, resident, gx, gy, th, tw = v[:6]
+            p = _plan(v[6:])
+            assert ok and p["bytes"] <= limit, (C, Cout, Ho, s, k, d)
+            flat = math.ceil(2 * Ho * Ho / consts["bm"])
+            if th == 0:
+                assert gx == flat
+                continue
+            assert 1 <= th * tw <= consts["bm"] and gx == 2 * math.ceil(Ho / th) * math.ceil(Ho / tw) <= 2 * flat
+            halo = lib.cnnk_halo_extent(th, s, k, d) * lib.cnnk_halo_extent(tw, s, k, d)
+            assert halo < th * tw * k * k
+            assert p["c"] >= p["e"] + halo * p["lde"] * acc_bytes  # the halo fits before the epilogue staging
+            if resident:
+                assert p["lda"] >= C
+        if dtype != "fp64" and device != "sm75":  # the MobileNet v1 3x3 layers all get 8x8 tiles where memory allows
+            v = _out(lib, "cnnk_plan_dwsep", 23, 2, Ho, Ho, C, Cout, 3, 3, s, s, 1, 1, t_bytes, acc_bytes, 80, limit)
+            assert (v[4], v[5]) == (8, 8), (C, Ho, s)

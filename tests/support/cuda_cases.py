@@ -194,6 +194,16 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("1x1_pixel", _conv(11, 1, 5, 1, 1, 3, 1, res=True, a="relu")),
         ("3x3_res_silu", _conv(12, 2, 8, 9, 7, 12, 3, p=1, res=True, a="silu")),
         ("depthwise_hardswish", _conv(13, 1, 16, 7, 7, 16, 3, p=1, groups=16, a="hardswish")),
+        # The tiled depthwise kernel (plan_depthwise): several tiles per image both ways with partial tiles at the
+        # right and bottom, a channel chunk of 32 plus a partial one; k5 / s2 / d2 with smaller tiles (fp64: the direct
+        # kernel, no tile fits 24 KiB); 6 channels (8-wide chunk, 32 pixels per thread group); rectangular window;
+        # 1x1 (never tiled) and dilation 9 (halo larger than the windows: direct).
+        ("depthwise_tiles_res", _conv(14, 1, 36, 12, 11, 36, 3, p=1, groups=36, res=True, a="relu6")),
+        ("depthwise_k5_s2_d2", _conv(15, 1, 20, 17, 14, 20, 5, s=2, p=4, d=2, groups=20, a="silu")),
+        ("depthwise_6ch", _conv(16, 1, 6, 17, 18, 6, 3, p=1, groups=6, bias=False, res=True)),
+        ("depthwise_rect", _conv(17, 1, 9, 11, 20, 9, (3, 5), s=(1, 2), p=(1, 2), d=(2, 1), groups=9, a="relu")),
+        ("depthwise_1x1", _conv(18, 1, 12, 9, 10, 12, 1, groups=12, res=True, a="relu")),
+        ("depthwise_d9", _conv(19, 1, 8, 20, 20, 8, 3, p=9, d=9, groups=8, a="relu")),
     ],
     "dwsep_conv2d": [
         ("3x3_relu", _dwsep(21, 2, 8, 9, 7, 12, 3, p=1)),
@@ -202,6 +212,11 @@ CASES: Dict[str, List[Tuple[str, tuple]]] = {
         ("one_channel", _dwsep(24, 2, 1, 5, 5, 3, 3)),
         ("rect", _dwsep(25, 3, 33, 6, 9, 65, (1, 3), s=(1, 2), p=(0, 1), pw_act="relu6")),
         ("silu_hardswish", _dwsep(26, 1, 8, 7, 7, 12, 3, p=1, dw_act="silu", pw_act="hardswish")),
+        # Halo tiles (plan_dwsep): partial tiles at the right and bottom, several per image, K chunks with a partial
+        # last one; k5 dilated; a 1x1 window (flattened rows, windows read from global memory).
+        ("tiles_s2_odd", _dwsep(27, 1, 37, 19, 21, 70, 3, s=2, p=1, dw_act="relu6")),
+        ("tiles_k5_d2", _dwsep(28, 1, 17, 13, 15, 20, 5, p=4, d=2, dw_act="hardswish", pw_act="none")),
+        ("flat_1x1", _dwsep(29, 2, 10, 9, 11, 12, 1)),
     ],
     "inverted_residual": [
         ("expand_residual", _ir(31, 2, 8, 9, 7, 24, 8, residual=True)),

@@ -27,3 +27,10 @@ CNNKERNELS_EMU_API void cnnk_emu_last_launch(int64_t* out) {
   out[2] = r.smem;
   out[3] = r.launches;
 }
+
+// add_relu's launcher on raw pointers (dtype: cuda::DType), so that a test can place the output, not only the inputs,
+// at any offset from a 16-byte boundary (the op's wrapper allocates an aligned output). Returns the cudaError_t.
+CNNKERNELS_EMU_API int cnnk_emu_add_relu(int dtype, const void* a, const void* b, void* out, int64_t n) {
+  return static_cast<int>(
+      cnnkernels::cuda::launch_add_relu(static_cast<cnnkernels::cuda::DType>(dtype), a, b, out, n, nullptr));
+}

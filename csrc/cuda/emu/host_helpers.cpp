@@ -81,3 +81,16 @@ API void cnnk_plan_inverted_residual(int64_t N, int64_t Ho, int64_t Wo, int stri
                                     smem_limit),
              out);
 }
+
+// out: ok, th, tw, cc, IH, IW, grid_x, grid_y, bytes
+API void cnnk_plan_depthwise(int64_t N, int64_t Ho, int64_t Wo, int64_t C, int kH, int kW, int sH, int sW, int dH,
+                             int dW, int acc_bytes, int64_t smem_limit, int64_t* out) {
+  const DepthwisePlan p = plan_depthwise(N, Ho, Wo, C, kH, kW, sH, sW, dH, dW, acc_bytes, smem_limit);
+  const int64_t v[] = {p.ok, p.th, p.tw, p.cc, p.IH, p.IW, p.grid_x, p.grid_y, p.bytes};
+  for (int i = 0; i < 9; ++i) out[i] = v[i];
+}
+
+API void cnnk_plan_dwsep(int64_t N, int64_t Ho, int64_t Wo, int64_t C, int64_t Cout, int kH, int kW, int sH, int sW,
+                         int dH, int dW, int t_bytes, int acc_bytes, int sms, int64_t smem_limit, int64_t* out) {
+  put_launch(plan_dwsep(N, Ho, Wo, C, Cout, kH, kW, sH, sW, dH, dW, t_bytes, acc_bytes, sms, smem_limit), out);
+}
