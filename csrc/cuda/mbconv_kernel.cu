@@ -13,7 +13,9 @@ namespace {
 
 // ---- 1. expansion + depthwise into d --------------------------------------------------------------------------------
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+// Registers budgeted for 2 blocks per SM, the occupancy plan_gemm sizes the grid for: given the thread count alone,
+// ptxas 13 picked its own target (64 to 128 registers) and spilled (bench/cuda_resources.py).
+__global__ void __launch_bounds__(kThreads, 2)
     mbconv_depthwise_kernel(InvResArgs a, SmemPlan sp, int th, int tw, void* d_out) {
   using Acc = acc_t<T>;
   unsigned char* smem = dyn_smem();
