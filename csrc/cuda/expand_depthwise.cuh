@@ -137,19 +137,10 @@ __device__ __forceinline__ ExpandDepthwise<T> expand_depthwise_tile(const InvRes
   const int64_t ih0 = halo_origin(oh0, a.stride, a.pH), iw0 = halo_origin(ow0, a.stride, a.pW);
   const int64_t IH = halo_extent(th, a.stride, a.kH, 1), IW = halo_extent(tw, a.stride, a.kW, 1);
   const Range rh = clamp_range(ih0, IH, a.H), rw = clamp_range(iw0, IW, a.W);
-  return ExpandDepthwise<T>{a,
-                            rows,
-                            smem,
-                            sp,
-                            (n * a.H + ih0) * a.W + iw0,
-                            static_cast<int>(oh0),
-                            static_cast<int>(ow0),
-                            static_cast<int>(IH),
-                            static_cast<int>(IW),
-                            static_cast<int>(rh.lo - ih0),
-                            static_cast<int>(rh.hi - ih0),
-                            static_cast<int>(rw.lo - iw0),
-                            static_cast<int>(rw.hi - iw0)};
+  return ExpandDepthwise<T>{a, rows, smem, sp, (n * a.H + ih0) * a.W + iw0,
+                            static_cast<int>(oh0), static_cast<int>(ow0), static_cast<int>(IH), static_cast<int>(IW),
+                            static_cast<int>(rh.lo - ih0), static_cast<int>(rh.hi - ih0),
+                            static_cast<int>(rw.lo - iw0), static_cast<int>(rw.hi - iw0)};
 }
 
 }  // namespace cnnkernels::cuda
