@@ -117,7 +117,7 @@ HOT = [(src, kernel) for src, kernels in sorted(resources.HOT_KERNELS.items()) f
 # conv_gemm_kernel instantiations (block_gemm.cuh), measured with nvcc 13.0: with __launch_bounds__(kThreads) alone
 # ptxas picks a 64-80 register target for some of them and spills 8-56 bytes (conv2d_act: fp32 gather; dwsep: fp64,
 # and fp16/bf16 on sm_75/80; inception: the pool producer; mbconv: the bf16 gated producer).
-# __launch_bounds__(kThreads, 2) there gives 77-127 registers and no spill in all of them (ptxas -v, sm_80).
+# __launch_bounds__(kThreads, 2) there gives 77-127 registers and no spill in all of them (ptxas -v, sm_75 and sm_80).
 _CONV_GEMM_SPILL = ("conv_gemm_kernel (block_gemm.cuh) has __launch_bounds__(kThreads) without a blocks-per-SM "
                     "minimum: ptxas 13 picks 64-80 registers and spills; __launch_bounds__(kThreads, 2) removes it")
 KNOWN_SPILLS = {
