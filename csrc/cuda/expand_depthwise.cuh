@@ -20,15 +20,21 @@ struct ExpandDepthwise {
   const RowInfo* rows;
   unsigned char* smem;
   const SmemPlan& sp;
-  int64_t n, oh0, ow0;  // image and first output pixel of the tile
-  int64_t ih0, iw0;     // halo origin (may be negative)
-  int64_t IH, IW;       // halo extent
-  Range rh, rw;         // the part of the halo inside the image
+  // Little per-thread state, most of it 32-bit: it stays live across the projection GEMM, whose accumulators need the
+  // registers (the kernels spilled with 64-bit halo coordinates, and a 64-bit division per staged element was a
+  // called subroutine). Halo coordinates fit in 32 bits because the halo fits in shared memory
+  // (plan_inverted_residual); output rows and columns are int in RowInfo already.
+  int64_t base;    // image pixel (n * H + ih0) * W + iw0 of the halo origin (ih0, iw0 may be negative: padding)
+  int oh0, ow0;    // first output pixel of the tile
+  int IH, IW;      // halo extent
+  int qh0, qh1;    // halo rows [qh0, qh1) lie inside the image
+  int qw0, qw1;    // halo columns likewise
 
-  __device__ __forceinline__ bool inside(int64_t hp, int64_t& ih, int64_t& iw) const {
-    ih = ih0 + hp / IW;
-    iw = iw0 + hp % IW;
-    return in_range(rh, ih) && in_range(rw, iw);
+  // The image pixel (n * H + ih) * W + iw under halo pixel hp, or -1 where hp lies in the padding.
+  __device__ __forceinline__ int64_t pixel(int hp) const {
+    const int q = hp / IW, p = hp - q * IW;
+    if (q < qh0 || q >= qh1 || p < qw0 || p >= qw1) return -1;
+    return base + static_cast<int64_t>(q) * a.W + p;
   }
 
   // Hidden channels h0 .. h0 + bk: expanded halo into E, then the depthwise result: store(r, j, value) for every row r
@@ -37,7 +43,8 @@ struct ExpandDepthwise {
   __device__ __forceinline__ void compute(int64_t h0, Store&& store) const {
     const T* __restrict__ x = static_cast<const T*>(a.x);
     Acc* E = reinterpret_cast<Acc*>(smem + sp.e);
-    const int64_t HP = IH * IW, C = a.C, hidden = a.hidden;
+    const int HP = IH * IW;
+    const int64_t C = a.C, hidden = a.hidden;
     const T zero = zero_of<T>();
     __syncthreads();  // the previous chunk's depthwise may still be reading E
     if (a.ew) {
@@ -46,17 +53,16 @@ struct ExpandDepthwise {
       T* X = reinterpret_cast<T*>(smem + sp.x);
       T* Wt = reinterpret_cast<T*>(smem + sp.w);
       float* Ce = reinterpret_cast<float*>(smem + sp.ce);
-      for (int64_t hb = 0; hb < HP; hb += kBM) {
+      for (int hb = 0; hb < HP; hb += kBM) {
         TileGemm<T, bk> eg;
         eg.zero();
         for (int64_t c0 = 0; c0 < C; c0 += bk) {
           for (int e = threadIdx.x; e < kBM * bk; e += kThreads) {
             const int r = e / bk, kk = e % bk;
-            const int64_t hp = hb + r, c = c0 + kk;
-            int64_t ih, iw;
-            T v = zero;
-            if (hp < HP && c < C && inside(hp, ih, iw)) v = x[nhwc_offset(n, ih, iw, c, a.H, a.W, C)];
-            X[r * sp.ldx + kk] = v;
+            const int hp = hb + r;
+            const int64_t c = c0 + kk;
+            const int64_t pix = hp < HP && c < C ? pixel(hp) : -1;
+            X[r * sp.ldx + kk] = pix >= 0 ? x[pix * C + c] : zero;
           }
           for (int e = threadIdx.x; e < bk * bk; e += kThreads) {
             const int kk = e / bk, j = e % bk;
@@ -68,21 +74,21 @@ struct ExpandDepthwise {
           __syncthreads();
         }
         eg.epilogue(Ce, sp.ldce, [&](int r, int j, auto v) {
-          const int64_t hp = hb + r, h = h0 + j;
+          const int hp = hb + r;
+          const int64_t h = h0 + j;
           if (hp >= HP) return;
-          int64_t ih, iw;
           Acc out = Acc(0);  // outside the image: the depthwise padding of the expanded activation
-          if (h < hidden && inside(hp, ih, iw)) out = act_apply(a.act, static_cast<Acc>(v) + (eb ? eb[h] : Acc(0)));
+          if (h < hidden && pixel(hp) >= 0) out = act_apply(a.act, static_cast<Acc>(v) + (eb ? eb[h] : Acc(0)));
           E[hp * sp.lde + j] = out;
         });
         __syncthreads();
       }
     } else {
-      for (int64_t e = threadIdx.x; e < HP * bk; e += kThreads) {
-        const int64_t hp = e / bk, h = h0 + e % bk;
-        int64_t ih, iw;
-        Acc v = Acc(0);
-        if (h < hidden && inside(hp, ih, iw)) v = to_acc(x[nhwc_offset(n, ih, iw, h, a.H, a.W, C)]);
+      for (int e = threadIdx.x; e < HP * bk; e += kThreads) {
+        const int hp = e / bk;
+        const int64_t h = h0 + e % bk;
+        const int64_t pix = h < hidden ? pixel(hp) : -1;
+        const Acc v = pix >= 0 ? to_acc(x[pix * C + h]) : Acc(0);
         E[hp * sp.lde + e % bk] = v;
       }
       __syncthreads();
@@ -95,7 +101,7 @@ struct ExpandDepthwise {
       Acc v = Acc(0);
       const RowInfo ri = rows[r];
       if (ri.m >= 0 && h < hidden) {
-        const int64_t lh = ri.h - oh0, lw = ri.w - ow0;
+        const int lh = ri.h - oh0, lw = ri.w - ow0;
         Acc s = db[h];
         for (int kh = 0; kh < a.kH; ++kh) {
           const Acc* erow = E + ((lh * a.stride + kh) * IW + lw * a.stride) * sp.lde + j;
@@ -125,8 +131,11 @@ __device__ __forceinline__ ExpandDepthwise<T> expand_depthwise_tile(const InvRes
   __syncthreads();
   const int64_t ih0 = halo_origin(oh0, a.stride, a.pH), iw0 = halo_origin(ow0, a.stride, a.pW);
   const int64_t IH = halo_extent(th, a.stride, a.kH, 1), IW = halo_extent(tw, a.stride, a.kW, 1);
-  return ExpandDepthwise<T>{a, rows, smem, sp, n, oh0, ow0, ih0, iw0, IH, IW, clamp_range(ih0, IH, a.H),
-                            clamp_range(iw0, IW, a.W)};
+  const Range rh = clamp_range(ih0, IH, a.H), rw = clamp_range(iw0, IW, a.W);
+  return ExpandDepthwise<T>{a, rows, smem, sp, (n * a.H + ih0) * a.W + iw0,
+                            static_cast<int>(oh0), static_cast<int>(ow0), static_cast<int>(IH), static_cast<int>(IW),
+                            static_cast<int>(rh.lo - ih0), static_cast<int>(rh.hi - ih0),
+                            static_cast<int>(rw.lo - iw0), static_cast<int>(rw.hi - iw0)};
 }
 
 }  // namespace cnnkernels::cuda

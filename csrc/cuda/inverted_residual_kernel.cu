@@ -10,7 +10,9 @@ namespace cnnkernels::cuda {
 namespace {
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+// Registers budgeted for 2 blocks per SM, the occupancy plan_gemm sizes the grid for: given the thread count alone,
+// ptxas 13 picked its own target (64 to 128 registers) and spilled (bench/cuda_resources.py).
+__global__ void __launch_bounds__(kThreads, 2)
     inverted_residual_kernel(InvResArgs a, SmemPlan sp, bool resident, int th, int tw) {
   using Acc = acc_t<T>;
   unsigned char* smem = dyn_smem();

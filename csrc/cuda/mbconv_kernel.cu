@@ -13,7 +13,10 @@ namespace {
 
 // ---- 1. expansion + depthwise into d --------------------------------------------------------------------------------
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+// Registers budgeted for 3 blocks per SM (80 each, no spill: no GEMM accumulators here, unlike inverted_residual).
+// Given the thread count alone, ptxas 13 picked 64 and spilled; for 2 blocks it took up to 114
+// (bench/cuda_resources.py).
+__global__ void __launch_bounds__(kThreads, 3)
     mbconv_depthwise_kernel(InvResArgs a, SmemPlan sp, int th, int tw, void* d_out) {
   using Acc = acc_t<T>;
   unsigned char* smem = dyn_smem();

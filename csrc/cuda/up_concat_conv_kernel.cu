@@ -57,7 +57,10 @@ struct UpConcatProducer {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) up_concat_conv_kernel(UpConcatArgs u, SmemPlan sp, bool resident) {
+// Registers budgeted for 3 blocks per SM (80 registers, no spill), fp64 for 2 (it spills in 80). Given the thread
+// count alone, ptxas 13 picked 58 to 80 registers and spilled in some (bench/cuda_resources.py).
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 8 ? 2 : 3)
+    up_concat_conv_kernel(UpConcatArgs u, SmemPlan sp, bool resident) {
   const ConvGemmArgs& a = u.conv;
   unsigned char* smem = dyn_smem();
   RowInfo* rows = reinterpret_cast<RowInfo*>(smem + sp.rows);
