@@ -61,9 +61,9 @@ def tile_count(Ho: int, Wo: int, meta) -> int:
 
 def halo_scratch(configs: List[triton.Config], programs, Ho: int, Wo: int, stride: int, k: int,
                  like: torch.Tensor) -> torch.Tensor:
-    """The flat scratch of `expand_halo`: a [halo pixels x BLOCK_H] slice per program, in the input dtype, large enough
-    for every config the autotuner may launch (programs(config) gives the grid's size)."""
-    elems = max(programs(c) * halo_side(c.kwargs["TILE_H"], Ho, stride, k)
+    """The flat scratch of `expand_halo`: two [halo pixels x BLOCK_H] buffers per program, in the input dtype, large
+    enough for every config the autotuner may launch (programs(config) gives the grid's size)."""
+    elems = max(2 * programs(c) * halo_side(c.kwargs["TILE_H"], Ho, stride, k)
                 * halo_side(c.kwargs["TILE_W"], Wo, stride, k) * c.kwargs["BLOCK_H"] for c in configs)
     return torch.empty(elems, dtype=like.dtype, device=like.device)
 
@@ -125,34 +125,37 @@ def expand_halo(SCR, x_img, hi0, wi0, HALO_H, HALO_W, hh, h_mask, WE, BE, H, W, 
 
 
 @triton.jit
-def dw_act_from_halo(SCR, x_img, h0, w0, lh, lw, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo, C,
+def dw_act_from_halo(SCR, x_img, h0, w0, lh, lw, hh0, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo, C,
                      sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w, stride, pad,
                      KH: tl.constexpr, KW: tl.constexpr, HAS_BE: tl.constexpr, HAS_BD: tl.constexpr,
                      EXP_ACT: tl.constexpr, DW_ACT: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr,
                      TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
                      BLOCK_C: tl.constexpr):
     """The [TILE_H*TILE_W x BLOCK_H] tile D = DW_ACT(depthwise_KHxKW(E)[hh] + BD[hh]) of the output tile at
-    (h0, w0), rounded to Y's element type, where E = EXP_ACT(X @ WE + BE) is expanded once for the tile's halo into
-    the program's scratch slice SCR (`expand_halo`). Rows past the image hold values of the zero padding or of the
+    (h0, w0) and the hidden block hh = hh0 + arange(BLOCK_H), rounded to Y's element type, where
+    E = EXP_ACT(X @ WE + BE) is expanded once for the tile's halo into the program's scratch slice SCR
+    (`expand_halo`; `program_scratch`). Rows past the image hold values of the zero padding or of the
     image (never read past the halo); channels past the mask hold act(0) = 0."""
     th, tw, HALO_H, HALO_W = halo_dims(stride, Ho, Wo, KH, KW, TILE_H, TILE_W)
     # rows of a tile wider than the map (masked) read its last row or column, inside the halo (lh * stride could
     # even overflow)
     lh = tl.minimum(lh, th - 1)
     lw = tl.minimum(lw, tw - 1)
-    # the previous hidden block's taps must have read SCR before it is overwritten
-    tl.debug_barrier()
-    expand_halo(SCR, x_img, h0 * stride - pad, w0 * stride - pad, HALO_H, HALO_W, hh, h_mask, WE, BE, H, W, C,
+    # Two buffers, alternating over the hidden blocks: the barrier after a block's writes also orders the previous
+    # block's reads (of the other buffer) before the next writes into theirs, so one barrier per block suffices.
+    buf = SCR + ((hh0 // BLOCK_H) % 2) * (HALO_H * HALO_W * BLOCK_H)
+    expand_halo(buf, x_img, h0 * stride - pad, w0 * stride - pad, HALO_H, HALO_W, hh, h_mask, WE, BE, H, W, C,
                 sxc, sxh, sxw, swe_o, swe_i, HAS_BE, EXP_ACT, DOT, F64, BLOCK_E, BLOCK_H, BLOCK_C)
-    # every thread's writes to SCR visible to every thread's reads (bar.sync orders global memory within the block)
+    # every thread's writes to buf visible to every thread's reads (bar.sync orders global memory within the block)
     tl.debug_barrier()
-    offs_j = tl.arange(0, BLOCK_H)
+    # One offset tensor for all taps, each tap a scalar shift of it: per-tap pointer tensors would be hoisted out of
+    # the hidden loop and held in registers (9 x 2 registers per element for 3x3).
+    offs = ((lh * stride * HALO_W + lw * stride) * BLOCK_H)[:, None] + tl.arange(0, BLOCK_H)[None, :]
     d = acc_zeros(TILE_H * TILE_W, BLOCK_H, F64)
     for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
             # lh < th and lw < tw: the tap lies inside the halo for every row, masked or not
-            q = (lh * stride + kh) * HALO_W + lw * stride + kw
-            e = up(tl.load(SCR + (q * BLOCK_H)[:, None] + offs_j[None, :]), F64)
+            e = up(tl.load(buf + (kh * HALO_W + kw) * BLOCK_H + offs), F64)
             wd = up(tl.load(WD + hh * swd_c + kh * swd_h + kw * swd_w, mask=h_mask, other=0.0), F64)
             d += e * wd[None, :]
     if HAS_BD:
@@ -163,9 +166,9 @@ def dw_act_from_halo(SCR, x_img, h0, w0, lh, lw, hh, h_mask, WE, BE, WD, BD, Y, 
 @triton.jit
 def program_scratch(SCR, slice_id, stride, Ho, Wo, KH: tl.constexpr, KW: tl.constexpr, TILE_H: tl.constexpr,
                     TILE_W: tl.constexpr, BLOCK_H: tl.constexpr):
-    """The scratch slice of program slice_id (the layout `halo_scratch` sizes)."""
+    """The scratch slice of program slice_id (the layout `halo_scratch` sizes): two halo buffers."""
     _, _, HALO_H, HALO_W = halo_dims(stride, Ho, Wo, KH, KW, TILE_H, TILE_W)
-    return SCR + slice_id.to(tl.int64) * (HALO_H * HALO_W * BLOCK_H)
+    return SCR + slice_id.to(tl.int64) * (2 * HALO_H * HALO_W * BLOCK_H)
 
 
 @triton.autotune(configs=autotune_configs(_CONFIGS), key=["Ho", "Wo", "C", "HID", "COUT", "KH", "STRIDE"])
@@ -199,7 +202,7 @@ def _expand_dw_pw_kernel(
     for hid0 in range(0, HID, BLOCK_H):
         hh = hid0 + offs_h
         h_mask = hh < HID
-        d = dw_act_from_halo(s_prog, x_img, h0, w0, lh, lw, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo, C,
+        d = dw_act_from_halo(s_prog, x_img, h0, w0, lh, lw, hid0, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo, C,
                              sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w, STRIDE, pad,
                              KH, KW, HAS_BE, True, ACT, ACT, DOT, F64, TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
         # channels past HID hold act(0) = 0 and meet zero projection weights

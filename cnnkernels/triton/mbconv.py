@@ -71,7 +71,7 @@ def _dw_sum_kernel(
     if HAS_EXPAND:
         slice_id = t + tl.num_programs(0) * (tl.program_id(1) + tl.num_programs(1) * tl.program_id(2))
         d = dw_act_from_halo(program_scratch(SCR, slice_id, STRIDE, Ho, Wo, KH, KH, TILE_H, TILE_W, BLOCK_H), x_img, h0, w0,
-                             lh, lw, hh, h_mask, WE, BE, WD, BD, D, H, W, Ho, Wo, C, sxc, sxh, sxw, swe_o, swe_i,
+                             lh, lw, tl.program_id(1) * BLOCK_H, hh, h_mask, WE, BE, WD, BD, D, H, W, Ho, Wo, C, sxc, sxh, sxw, swe_o, swe_i,
                              swd_c, swd_h, swd_w, STRIDE, pad, KH, KH, HAS_BE, True, ACT, ACT, DOT, F64,
                              TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
     else:
