@@ -43,7 +43,7 @@ _CONFIGS = [
                   num_warps=8, num_stages=2),
     triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK_N": 64, "BLOCK_H": 32, "BLOCK_C": 32, "BLOCK_E": 64},
                   num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 4, "TILE_W": 16, "BLOCK_N": 128, "BLOCK_H": 16, "BLOCK_C": 32, "BLOCK_E": 64},
+    triton.Config({"TILE_H": 4, "TILE_W": 16, "BLOCK_N": 64, "BLOCK_H": 32, "BLOCK_C": 32, "BLOCK_E": 64},
                   num_warps=4, num_stages=2),
 ]
 
