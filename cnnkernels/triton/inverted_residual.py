@@ -1,16 +1,23 @@
 """cnnkernels::inverted_residual_triton: the MobileNetV2 block (expand 1x1 -> act -> depthwise kxk -> act -> project
-1x1 (+ input)) as one Triton kernel. Neither the expanded nor the depthwise intermediate goes to a tensor.
+1x1 (+ input)) as one Triton kernel. Neither intermediate is ever stored whole: the depthwise tile stays in
+registers, the expanded activations pass through a scratch of one tile halo per program.
 
-With an expansion, `_expand_dw_pw_kernel` tiles the output over [TILE_H x TILE_W pixels of one image x output
-channels]. Per block of BLOCK_H hidden channels it computes the expanded activations once for the tile's input halo,
+With an expansion, `_expand_dw_pw_kernel` works on [TILE_H x TILE_W pixels of one image x BLOCK_N output channels].
+Per block of BLOCK_H hidden channels it computes the expanded activations once for the tile's input halo,
 ((TILE_H-1)*s + k) x ((TILE_W-1)*s + k) pixels, as GEMMs of BLOCK_E halo pixels at a time (`expand_halo`), and takes
-the depthwise taps from them (`dw_act_from_halo`); the depthwise tile then feeds the projection GEMM. Triton has no
-addressable shared memory and cannot index a register tile by a computed row, so the halo goes through a per-program
-scratch slice in global memory (written and read back by the same program: L1/L2-resident on a GPU, a few KB per
-program). The expansion work per output pixel is then halo / tile pixels (1.6x for an 8x8 tile, 3x3, stride 1)
-instead of k*k (9x) when it was recomputed at each tap. tl.gather on a register tile was the alternative: it needs
-the whole halo in one power-of-two tile (a 3x3 stride-2 halo of an 8x8 tile is 289 pixels: a 512-row tile), where
-the scratch takes it in chunks of any count.
+the depthwise taps from them (`dw_act_from_halo`); the depthwise tile then feeds the projection GEMM. The expansion
+work per output pixel is halo / tile pixels (1.6x for an 8x8 tile, 3x3, stride 1; the unfused op's 4x at stride 2
+becomes 4.5x) instead of k*k (9x, 25x for 5x5) when it was recomputed at each tap; it is still repeated for each
+output channel block of a tile (one for up to 64 or 128 output channels).
+
+Triton has no addressable shared memory and cannot index a register tile by a computed row, so the halo goes through
+a per-program scratch slice in global memory, written and read back by the same program between barriers (bar.sync
+orders global memory within a block); two buffers alternate over the hidden blocks, so one barrier per block
+suffices. The grid is persistent (a few programs per SM, each looping over work items), which bounds the scratch to
+programs x 2 x halo x BLOCK_H elements (a few MB), small enough to stay in L2; one program per tile would make it
+grow with the batch, to the expanded tensor's own size at 96 hidden channels. tl.gather on a register tile was the
+alternative: it needs the whole halo in one power-of-two tile (a 3x3 stride-2 halo of an 8x8 tile is 289 pixels: a
+512-row tile), where the scratch takes it in chunks of any count.
 
 Without an expansion the block is dwsep_conv2d's `_dw_pw_kernel` with the block input added in its epilogue
 (HAS_RES): the taps read the input directly, there is nothing to recompute. mbconv's SE path uses the same halo
@@ -32,6 +39,10 @@ from cnnkernels.triton._common import (ACTIVATION_CODES, acc_zeros, activate, au
 from cnnkernels.triton.dwsep_conv2d import dw_pw_into
 
 OP = "inverted_residual"
+
+# Programs per SM of the persistent grids (`persistent_programs`), and in the interpreter.
+_PROGRAMS_PER_SM = 4
+_INTERPRETER_PROGRAMS = 3
 
 # BLOCK_M = TILE_H * TILE_W output pixels; BLOCK_E halo pixels per expansion GEMM.
 _CONFIGS = [
@@ -62,8 +73,8 @@ def tile_count(Ho: int, Wo: int, meta) -> int:
 def halo_scratch(configs: List[triton.Config], programs, Ho: int, Wo: int, stride: int, k: int,
                  like: torch.Tensor) -> torch.Tensor:
     """The flat scratch of `expand_halo`: two [halo pixels x BLOCK_H] buffers per program, in the input dtype, large
-    enough for every config the autotuner may launch (programs(config) gives the grid's size)."""
-    elems = max(2 * programs(c) * halo_side(c.kwargs["TILE_H"], Ho, stride, k)
+    enough for every config the autotuner may launch (programs(config.kwargs) gives the grid's size)."""
+    elems = max(2 * programs(c.kwargs) * halo_side(c.kwargs["TILE_H"], Ho, stride, k)
                 * halo_side(c.kwargs["TILE_W"], Wo, stride, k) * c.kwargs["BLOCK_H"] for c in configs)
     return torch.empty(elems, dtype=like.dtype, device=like.device)
 
@@ -175,7 +186,7 @@ def program_scratch(SCR, slice_id, stride, Ho, Wo, KH: tl.constexpr, KW: tl.cons
 @triton.jit
 def _expand_dw_pw_kernel(
         X, WE, BE, WD, BD, WP, BP, Y, SCR,
-        H, W, Ho, Wo, C, HID, COUT,
+        N, H, W, Ho, Wo, C, HID, COUT,
         sxn, sxc, sxh, sxw,
         swe_o, swe_i,
         swd_c, swd_h, swd_w,
@@ -187,35 +198,55 @@ def _expand_dw_pw_kernel(
         TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr):
     """Y[n, co, ho, wo] = sum_h WP[co, h] * D[h] + BP[co] (+ X[n, co, ho, wo] with HAS_RES), D as in
-    `dw_act_from_halo`; grid (images x tiles, output channel blocks)."""
+    `dw_act_from_halo`. A persistent grid: program p takes the work items p, p + programs, ... of the
+    (image, tile, output channel block) list, all with its one scratch slice."""
     tiles = tl.cdiv(Ho, TILE_H) * tl.cdiv(Wo, TILE_W)
-    pid = tl.program_id(0)
-    n = (pid // tiles).to(tl.int64)
-    h0, w0, lh, lw, ho, wo, m_mask = spatial_tile(pid % tiles, Ho, Wo, TILE_H, TILE_W)
-    co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = co < COUT
-    x_img = X + n * sxn
-    s_prog = program_scratch(SCR, pid * tl.num_programs(1) + tl.program_id(1), STRIDE, Ho, Wo, KH, KW, TILE_H, TILE_W,
-                             BLOCK_H)
+    cblocks = tl.cdiv(COUT, BLOCK_N)
+    s_prog = program_scratch(SCR, tl.program_id(0), STRIDE, Ho, Wo, KH, KW, TILE_H, TILE_W, BLOCK_H)
     offs_h = tl.arange(0, BLOCK_H)
-    acc = acc_zeros(TILE_H * TILE_W, BLOCK_N, F64)
-    for hid0 in range(0, HID, BLOCK_H):
-        hh = hid0 + offs_h
-        h_mask = hh < HID
-        d = dw_act_from_halo(s_prog, x_img, h0, w0, lh, lw, hid0, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo, C,
-                             sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w, STRIDE, pad,
-                             KH, KW, HAS_BE, True, ACT, ACT, DOT, F64, TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
-        # channels past HID hold act(0) = 0 and meet zero projection weights
-        wp = tl.load(WP + (co * swp_o)[None, :] + (hh * swp_i)[:, None], mask=h_mask[:, None] & n_mask[None, :],
-                     other=0.0)
-        acc = mma(d, wp, acc, Y, DOT)
-    mask = m_mask[:, None] & n_mask[None, :]
-    acc += up(tl.load(BP + co, mask=n_mask, other=0.0), F64)[None, :]
-    if HAS_RES:
-        acc += up(tl.load((x_img + ho * sxh + wo * sxw)[:, None] + (co.to(tl.int64) * sxc)[None, :], mask=mask,
-                          other=0.0), F64)
-    y_off = (n * syn + ho * syh + wo * syw)[:, None] + (co.to(tl.int64) * syc)[None, :]
-    tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=mask)
+    for work in range(tl.program_id(0), N * tiles * cblocks, tl.num_programs(0)):
+        # the output channel blocks of a tile are consecutive items, run at the same time by neighbouring programs:
+        # its input halo is read from L2 by all but the first
+        image_tile = work // cblocks
+        n = (image_tile // tiles).to(tl.int64)
+        h0, w0, lh, lw, _, _, _ = spatial_tile(image_tile % tiles, Ho, Wo, TILE_H, TILE_W)
+        x_img = X + n * sxn
+        # the previous item's last taps may still be reading the buffer this item's first block writes
+        tl.debug_barrier()
+        acc = acc_zeros(TILE_H * TILE_W, BLOCK_N, F64)
+        for hid0 in range(0, HID, BLOCK_H):
+            hh = hid0 + offs_h
+            h_mask = hh < HID
+            d = dw_act_from_halo(s_prog, x_img, h0, w0, lh, lw, hid0, hh, h_mask, WE, BE, WD, BD, Y, H, W, Ho, Wo,
+                                 C, sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w, STRIDE, pad,
+                                 KH, KW, HAS_BE, True, ACT, ACT, DOT, F64, TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
+            # channels past HID hold act(0) = 0 and meet zero projection weights
+            co = (work % cblocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+            n_mask = co < COUT
+            wp = tl.load(WP + (co * swp_o)[None, :] + (hh * swp_i)[:, None],
+                         mask=h_mask[:, None] & n_mask[None, :], other=0.0)
+            acc = mma(d, wp, acc, Y, DOT)
+        # recomputed rather than held in registers through the hidden loop
+        _, _, _, _, ho, wo, m_mask = spatial_tile(image_tile % tiles, Ho, Wo, TILE_H, TILE_W)
+        co = (work % cblocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = co < COUT
+        mask = m_mask[:, None] & n_mask[None, :]
+        acc += up(tl.load(BP + co, mask=n_mask, other=0.0), F64)[None, :]
+        if HAS_RES:
+            acc += up(tl.load((x_img + ho * sxh + wo * sxw)[:, None] + (co.to(tl.int64) * sxc)[None, :], mask=mask,
+                              other=0.0), F64)
+        y_off = (n * syn + ho * syh + wo * syw)[:, None] + (co.to(tl.int64) * syc)[None, :]
+        tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=mask)
+
+
+def persistent_programs(work: int, device: torch.device) -> int:
+    """Programs of a persistent grid over `work` items. Each holds a halo scratch slice, so their number bounds the
+    scratch (it would otherwise grow with the batch, to about the expanded tensor's size for 96 hidden channels, and
+    spill from L2 to DRAM): a few per SM on a GPU. In the interpreter a handful, so that the tests run programs over
+    several items."""
+    if device.type == "cuda":
+        return min(work, _PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
+    return min(work, _INTERPRETER_PROGRAMS)
 
 
 def expand_dw_pw_into(out: torch.Tensor, input: torch.Tensor, expand_weight: torch.Tensor,
@@ -229,17 +260,17 @@ def expand_dw_pw_into(out: torch.Tensor, input: torch.Tensor, expand_weight: tor
     if N * Ho * Wo == 0:
         return
 
-    def programs(config):
-        return N * tile_count(Ho, Wo, config.kwargs) * triton.cdiv(cout, config.kwargs["BLOCK_N"])
+    def programs(meta):
+        return persistent_programs(N * tile_count(Ho, Wo, meta) * triton.cdiv(cout, meta["BLOCK_N"]), input.device)
 
     def grid(meta):
-        return (N * tile_count(Ho, Wo, meta), triton.cdiv(cout, meta["BLOCK_N"]))
+        return (programs(meta),)
 
     scratch = halo_scratch(_expand_dw_pw_kernel.configs, programs, Ho, Wo, stride, k, input)
     wrap_triton(_expand_dw_pw_kernel)[grid](
         input, expand_weight, expand_bias if expand_bias is not None else expand_weight, dw_weight, dw_bias,
         project_weight, project_bias, out, scratch,
-        H, W, Ho, Wo, C, hid, cout,
+        N, H, W, Ho, Wo, C, hid, cout,
         *input.stride(), expand_weight.stride(0), expand_weight.stride(1),
         dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3),
         project_weight.stride(0), project_weight.stride(1), *out.stride(),

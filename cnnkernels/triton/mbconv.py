@@ -30,7 +30,7 @@ from cnnkernels.triton._common import (ACTIVATION_CODES, GATE_CODES, activate, a
 from cnnkernels.triton.conv2d_act import conv_into
 from cnnkernels.triton.dwsep_conv2d import dw_act_tile
 from cnnkernels.triton.inverted_residual import (dw_act_from_halo, halo_scratch, inverted_residual_into,
-                                                 program_scratch, spatial_tile, tile_count)
+                                                 persistent_programs, program_scratch, spatial_tile, tile_count)
 
 OP = "mbconv"
 
@@ -49,7 +49,7 @@ _DW_CONFIGS = [
 @triton.jit
 def _dw_sum_kernel(
         X, WE, BE, WD, BD, D, P, SCR,
-        H, W, Ho, Wo, C, HID,
+        N, H, W, Ho, Wo, C, HID,
         sxn, sxc, sxh, sxw,
         swe_o, swe_i,
         swd_c, swd_h, swd_w,
@@ -61,28 +61,36 @@ def _dw_sum_kernel(
         TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr,
         BLOCK_E: tl.constexpr):
     """D[n, h, ho, wo] = ACT(depthwise_KHxKH(E)[h] + BD[h]) (E: the expansion, or the input without one) and
-    P[n, t, h] = the sum of D[n, h] over the pixels of tile t; grid (tiles of an image, hidden blocks, images)."""
-    t = tl.program_id(0)
-    n = tl.program_id(2).to(tl.int64)
-    h0, w0, lh, lw, ho, wo, m_mask = spatial_tile(t, Ho, Wo, TILE_H, TILE_W)
-    hh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    h_mask = hh < HID
-    x_img = X + n * sxn
-    if HAS_EXPAND:
-        slice_id = t + tl.num_programs(0) * (tl.program_id(1) + tl.num_programs(1) * tl.program_id(2))
-        d = dw_act_from_halo(program_scratch(SCR, slice_id, STRIDE, Ho, Wo, KH, KH, TILE_H, TILE_W, BLOCK_H), x_img, h0, w0,
-                             lh, lw, tl.program_id(1) * BLOCK_H, hh, h_mask, WE, BE, WD, BD, D, H, W, Ho, Wo, C, sxc, sxh, sxw, swe_o, swe_i,
-                             swd_c, swd_h, swd_w, STRIDE, pad, KH, KH, HAS_BE, True, ACT, ACT, DOT, F64,
-                             TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
-    else:
-        d = dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, BD, D, H, W, sxc, sxh, sxw, swd_c, swd_h, swd_w,
-                        STRIDE, STRIDE, pad, pad, 1, 1, KH, KH, True, ACT, F64, TILE_H * TILE_W, BLOCK_H)
-    mask = m_mask[:, None] & h_mask[None, :]
-    d_off = (n * sdn + ho * sdh + wo * sdw)[:, None] + (hh.to(tl.int64) * sdc)[None, :]
-    tl.store(D + d_off, d.to(D.dtype.element_ty), mask=mask)
-    # rows past the image hold values of the padding or of other pixels, not zeros
-    part = tl.sum(tl.where(mask, d, 0.0), axis=0)
-    tl.store(P + n * spn + t * spt + hh, part, mask=h_mask)
+    P[n, t, h] = the sum of D[n, h] over the pixels of tile t. A persistent grid (inverted_residual's
+    `persistent_programs`): program p takes the items p, p + programs, ... of the (image, hidden block, tile) list."""
+    tiles = tl.cdiv(Ho, TILE_H) * tl.cdiv(Wo, TILE_W)
+    hblocks = tl.cdiv(HID, BLOCK_H)
+    s_prog = program_scratch(SCR, tl.program_id(0), STRIDE, Ho, Wo, KH, KH, TILE_H, TILE_W, BLOCK_H)
+    for work in range(tl.program_id(0), N * hblocks * tiles, tl.num_programs(0)):
+        t = work % tiles
+        hh0 = ((work // tiles) % hblocks) * BLOCK_H
+        n = (work // (tiles * hblocks)).to(tl.int64)
+        h0, w0, lh, lw, ho, wo, m_mask = spatial_tile(t, Ho, Wo, TILE_H, TILE_W)
+        hh = hh0 + tl.arange(0, BLOCK_H)
+        h_mask = hh < HID
+        x_img = X + n * sxn
+        if HAS_EXPAND:
+            # the previous item's taps may still be reading the buffer this item writes
+            tl.debug_barrier()
+            d = dw_act_from_halo(s_prog, x_img, h0, w0, lh, lw, hh0, hh, h_mask, WE, BE, WD, BD, D, H, W, Ho, Wo, C,
+                                 sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w, STRIDE, pad, KH, KH, HAS_BE, True,
+                                 ACT, ACT, DOT, F64, TILE_H, TILE_W, BLOCK_E, BLOCK_H, BLOCK_C)
+        else:
+            d = dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, BD, D, H, W, sxc, sxh, sxw, swd_c, swd_h, swd_w,
+                            STRIDE, STRIDE, pad, pad, 1, 1, KH, KH, True, ACT, F64, TILE_H * TILE_W, BLOCK_H)
+        # recomputed rather than held in registers through the expansion
+        _, _, _, _, ho, wo, m_mask = spatial_tile(t, Ho, Wo, TILE_H, TILE_W)
+        mask = m_mask[:, None] & h_mask[None, :]
+        d_off = (n * sdn + ho * sdh + wo * sdw)[:, None] + (hh.to(tl.int64) * sdc)[None, :]
+        tl.store(D + d_off, d.to(D.dtype.element_ty), mask=mask)
+        # rows past the image hold values of the padding or of other pixels, not zeros
+        part = tl.sum(tl.where(mask, d, 0.0), axis=0)
+        tl.store(P + n * spn + t * spt + hh, part, mask=h_mask)
 
 
 @triton.jit
@@ -140,16 +148,16 @@ def _depthwise_and_sums(input, expand_weight, expand_bias, dw_weight, dw_bias, s
     expand = expand_weight is not None
     we = expand_weight if expand else dw_weight   # stands in when absent (never read)
 
-    def programs(config):
-        return tile_count(Ho, Wo, config.kwargs) * triton.cdiv(hid, config.kwargs["BLOCK_H"]) * N
+    def programs(meta):
+        return persistent_programs(tile_count(Ho, Wo, meta) * triton.cdiv(hid, meta["BLOCK_H"]) * N, input.device)
 
     def grid(meta):
-        return (tile_count(Ho, Wo, meta), triton.cdiv(hid, meta["BLOCK_H"]), N)
+        return (programs(meta),)
 
     scratch = halo_scratch(configs, programs, Ho, Wo, stride, k, input) if expand else d
     wrap_triton(_dw_sum_kernel)[grid](
         input, we, expand_bias if expand_bias is not None else dw_weight, dw_weight, dw_bias, d, p, scratch,
-        H, W, Ho, Wo, C, hid,
+        N, H, W, Ho, Wo, C, hid,
         *input.stride(), we.stride(0), we.stride(1), dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3),
         *d.stride(), p.stride(0), p.stride(1), stride, k // 2,
         KH=k, HAS_EXPAND=expand, HAS_BE=expand_bias is not None,

@@ -67,8 +67,9 @@ def _kernels():
 
 
 CASES = ["add_relu-bf16", "conv_gemm-fp16", "conv_gemm-fp32-pool", "conv_gemm-fp64", "conv_dw-fp16", "dw_pw-bf16",
-         "dw_pw-fp32", "dw_pw-fp16-hardswish", "expand_dw_pw-bf16", "expand_dw_pw-fp64-k5-hardswish", "conv_gemm-fp16-gate", "dw_sum-bf16", "dw_sum-fp64-noexpand",
-         "se_gate-fp16-sigmoid", "se_gate-fp64-hardsigmoid"]
+         "dw_pw-fp32", "dw_pw-fp16-hardswish", "expand_dw_pw-bf16", "expand_dw_pw-fp64-k5-hardswish",
+         "conv_gemm-fp16-gate", "dw_sum-bf16", "dw_sum-fp64-noexpand", "se_gate-fp16-sigmoid",
+         "se_gate-fp64-hardsigmoid"]
 
 
 def _compile(kernel, dtype, constexprs, config=None, arch=90):
