@@ -3,9 +3,8 @@
 `_dw_pw_kernel` tiles the output over [output pixels x output channels]. For each block of depthwise channels it
 computes the depthwise tile [pixels x channels] in registers (bias, activation, rounded to the input dtype as the
 unfused op would store it) and feeds it straight to the 1x1 GEMM with tl.dot: the depthwise output never goes to
-global memory. The same kernel serves inverted_residual: with HAS_EXPAND the depthwise input is itself computed in
-registers, act(x @ expand_weight + expand_bias) at each filter tap (the wide expanded tensor is never stored either;
-the price is recomputing the expansion for each of the kH*kW taps), and with HAS_RES the block input is added.
+global memory. The same kernel serves inverted_residual and mbconv without an expansion, with HAS_RES adding the
+block input (with an expansion they run inverted_residual's halo kernel).
 """
 
 from __future__ import annotations
@@ -25,74 +24,42 @@ from cnnkernels.triton.conv2d_act import depthwise_tile, pixel_coords
 OP = "dwsep_conv2d"
 
 _CONFIGS = [
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_H": 32, "BLOCK_C": 16}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_H": 32, "BLOCK_C": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_H": 32, "BLOCK_C": 32}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_H": 32, "BLOCK_C": 32}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_H": 16, "BLOCK_C": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_H": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_H": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_H": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_H": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_H": 16}, num_warps=8, num_stages=2),
 ]
 
 
 @triton.jit
-def dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WE, BE, WD, BD, Y, H, W, C,
-                sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w,
+def dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, BD, Y, H, W, sxc, sxh, sxw, swd_c, swd_h, swd_w,
                 stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                KH: tl.constexpr, KW: tl.constexpr, HAS_EXPAND: tl.constexpr, HAS_BE: tl.constexpr,
-                HAS_BD: tl.constexpr, EXP_ACT: tl.constexpr, DW_ACT: tl.constexpr, DOT: tl.constexpr,
-                F64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The [pixels x BLOCK_H] tile D = DW_ACT(depthwise_KHxKW(E)[hh] + BD[hh]) of the image at x_img, rounded to Y's
-    element type as the unfused op would store it, where E = EXP_ACT(WE @ X + BE) with HAS_EXPAND, else X. Channels
-    past the mask hold act(0) = 0; rows past m_mask hold garbage."""
-    if HAS_EXPAND:
-        offs_c = tl.arange(0, BLOCK_C)
-        d = acc_zeros(BLOCK_M, BLOCK_H, F64)
-        for kh in tl.static_range(KH):
-            hi = ho * stride_h - pad_h + kh * dil_h
-            for kw in tl.static_range(KW):
-                wi = wo * stride_w - pad_w + kw * dil_w
-                pix_ok = m_mask & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-                x_pix = (x_img + hi * sxh + wi * sxw)[:, None]
-                # the expanded activations at this tap's input pixels: [pixels x BLOCK_H] by a GEMM over C
-                e = acc_zeros(BLOCK_M, BLOCK_H, F64)
-                for c0 in range(0, C, BLOCK_C):
-                    cc = c0 + offs_c
-                    c_mask = cc < C
-                    xa = tl.load(x_pix + (cc.to(tl.int64) * sxc)[None, :],
-                                 mask=pix_ok[:, None] & c_mask[None, :], other=0.0)
-                    we = tl.load(WE + (hh * swe_o)[None, :] + (cc * swe_i)[:, None],
-                                 mask=c_mask[:, None] & h_mask[None, :], other=0.0)
-                    e = mma(xa, we, e, Y, DOT)
-                if HAS_BE:
-                    e += up(tl.load(BE + hh, mask=h_mask, other=0.0), F64)[None, :]
-                e = round_to(activate(e, EXP_ACT), Y, F64)
-                # the depthwise conv pads the expanded map with zeros
-                e = tl.where(pix_ok[:, None], e, 0.0)
-                wd = up(tl.load(WD + hh * swd_c + kh * swd_h + kw * swd_w, mask=h_mask, other=0.0), F64)
-                d += e * wd[None, :]
-    else:
-        d = depthwise_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, hh * swd_c, swd_h, swd_w, H, W, sxc, sxh, sxw,
-                           stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, KH, KW, F64, BLOCK_M, BLOCK_H)
+                KH: tl.constexpr, KW: tl.constexpr, HAS_BD: tl.constexpr, DW_ACT: tl.constexpr, F64: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The [pixels x BLOCK_H] tile D = DW_ACT(depthwise_KHxKW(X)[hh] + BD[hh]) of the image at x_img, rounded to Y's
+    element type as the unfused op would store it. Channels past the mask hold act(0) = 0; rows past m_mask hold
+    garbage."""
+    d = depthwise_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, hh * swd_c, swd_h, swd_w, H, W, sxc, sxh, sxw,
+                       stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, KH, KW, F64, BLOCK_M, BLOCK_H)
     if HAS_BD:
         d += up(tl.load(BD + hh, mask=h_mask, other=0.0), F64)[None, :]
     return round_to(activate(d, DW_ACT), Y, F64)
 
 
-@triton.autotune(configs=autotune_configs(_CONFIGS), key=["M", "C", "HID", "COUT", "KH", "KW"])
+@triton.autotune(configs=autotune_configs(_CONFIGS), key=["M", "HID", "COUT", "KH", "KW"])
 @triton.jit
 def _dw_pw_kernel(
-        X, WE, BE, WD, BD, WP, BP, Y,
-        M, H, W, Ho, Wo, C, HID, COUT,
+        X, WD, BD, WP, BP, Y,
+        M, H, W, Ho, Wo, HID, COUT,
         sxn, sxc, sxh, sxw,
-        swe_o, swe_i,
         swd_c, swd_h, swd_w,
         swp_o, swp_i,
         syn, syc, syh, syw,
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-        KH: tl.constexpr, KW: tl.constexpr,
-        HAS_EXPAND: tl.constexpr, HAS_BE: tl.constexpr, HAS_BD: tl.constexpr, HAS_BP: tl.constexpr,
-        HAS_RES: tl.constexpr, EXP_ACT: tl.constexpr, DW_ACT: tl.constexpr, PW_ACT: tl.constexpr,
-        DOT: tl.constexpr, F64: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
+        KH: tl.constexpr, KW: tl.constexpr, HAS_BD: tl.constexpr, HAS_BP: tl.constexpr,
+        HAS_RES: tl.constexpr, DW_ACT: tl.constexpr, PW_ACT: tl.constexpr, DOT: tl.constexpr, F64: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
     """Y[n, co, ho, wo] = PW_ACT(sum_h WP[co, h] * D[h] + BP[co]) (+ X[n, co, ho, wo] with HAS_RES), D as in
     `dw_act_tile`."""
     n, ho, wo, m_mask = pixel_coords(tl.program_id(0), M, Ho, Wo, BLOCK_M)
@@ -104,10 +71,8 @@ def _dw_pw_kernel(
     for h0 in range(0, HID, BLOCK_H):
         hh = h0 + offs_h
         h_mask = hh < HID
-        d = dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WE, BE, WD, BD, Y, H, W, C,
-                        sxc, sxh, sxw, swe_o, swe_i, swd_c, swd_h, swd_w,
-                        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                        KH, KW, HAS_EXPAND, HAS_BE, HAS_BD, EXP_ACT, DW_ACT, DOT, F64, BLOCK_M, BLOCK_H, BLOCK_C)
+        d = dw_act_tile(x_img, ho, wo, m_mask, hh, h_mask, WD, BD, Y, H, W, sxc, sxh, sxw, swd_c, swd_h, swd_w,
+                        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, KH, KW, HAS_BD, DW_ACT, F64, BLOCK_M, BLOCK_H)
         # channels past HID hold act(0) = 0 and meet zero pointwise weights
         wp = tl.load(WP + (co * swp_o)[None, :] + (hh * swp_i)[:, None], mask=h_mask[:, None] & n_mask[None, :],
                      other=0.0)
@@ -123,33 +88,30 @@ def _dw_pw_kernel(
     tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=mask)
 
 
-def dw_pw_into(out: torch.Tensor, input: torch.Tensor, expand_weight: Optional[torch.Tensor],
-               expand_bias: Optional[torch.Tensor], dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
-               pw_weight: torch.Tensor, pw_bias: Optional[torch.Tensor], stride, padding, dilation,
-               exp_act: str, dw_act: str, pw_act: str, residual: bool) -> None:
-    """Launches the fused [expand ->] depthwise -> pointwise kernel writing `out` (validated shapes)."""
+def dw_pw_into(out: torch.Tensor, input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
+               pw_weight: torch.Tensor, pw_bias: Optional[torch.Tensor], stride, padding, dilation, dw_act: str,
+               pw_act: str, residual: bool) -> None:
+    """Launches the fused depthwise -> pointwise kernel writing `out` (validated shapes)."""
     N, C, H, W = input.shape
-    hid, cout = dw_weight.shape[0], pw_weight.shape[0]
+    cout = pw_weight.shape[0]
     Ho, Wo = out.shape[2], out.shape[3]
     M = N * Ho * Wo
     if M == 0:
         return
     dummy = dw_weight  # stands in for absent optional tensors (never read)
-    we = expand_weight if expand_weight is not None else dummy
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(cout, meta["BLOCK_N"]))
 
     wrap_triton(_dw_pw_kernel)[grid](
-        input, we, expand_bias if expand_bias is not None else dummy, dw_weight,
-        dw_bias if dw_bias is not None else dummy, pw_weight, pw_bias if pw_bias is not None else dummy, out,
-        M, H, W, Ho, Wo, C, hid, cout,
-        *input.stride(), we.stride(0), we.stride(1), dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3),
+        input, dw_weight, dw_bias if dw_bias is not None else dummy, pw_weight,
+        pw_bias if pw_bias is not None else dummy, out,
+        M, H, W, Ho, Wo, C, cout,
+        *input.stride(), dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3),
         pw_weight.stride(0), pw_weight.stride(1), *out.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_EXPAND=expand_weight is not None,
-        HAS_BE=expand_bias is not None, HAS_BD=dw_bias is not None, HAS_BP=pw_bias is not None, HAS_RES=residual,
-        EXP_ACT=ACTIVATION_CODES[exp_act], DW_ACT=ACTIVATION_CODES[dw_act], PW_ACT=ACTIVATION_CODES[pw_act],
+        KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BD=dw_bias is not None, HAS_BP=pw_bias is not None,
+        HAS_RES=residual, DW_ACT=ACTIVATION_CODES[dw_act], PW_ACT=ACTIVATION_CODES[pw_act],
         DOT=dot_mode(input.dtype), F64=input.dtype == torch.float64)
 
 
@@ -162,8 +124,8 @@ def dwsep_conv2d_triton(input: torch.Tensor, dw_weight: torch.Tensor, dw_bias: O
                                pw_activation)
     check_device(OP, input)
     out = empty_output(input, shape)
-    dw_pw_into(out, input, None, None, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
-               "none", dw_activation, pw_activation, False)
+    dw_pw_into(out, input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, dw_activation,
+               pw_activation, False)
     return out
 
 

@@ -2,10 +2,16 @@
 branch written straight into its channel slice of the output (no torch.cat):
 
 1. relu(1x1(x))                       -> out[:, :c1]
-2. the two 1x1 reduces, as one GEMM   -> r (the only intermediate: the kxk convs need its neighbourhoods)
+2. the two 1x1 reduces                -> r[:, :c2r] and r[:, c2r:] (the only intermediate: the kxk convs need its
+                                         neighbourhoods), one launch each
 3. relu(kxk(r[:, :c2r]))              -> out[:, c1:c1+c2]
 4. relu(kxk(r[:, c2r:]))              -> out[:, c1+c2:c1+c2+c3]
 5. relu(1x1(maxpool3x3(x)))           -> out[:, c1+c2+c3:], the max-pool computed while gathering the GEMM's input
+
+The two reduces are two launches into the two channel ranges of r rather than one GEMM over the concatenated weights:
+concatenating on every call costs two cat kernels and two allocations, more than the second launch (one more read of
+the input, which the first launch has just brought into L2), and caching the concatenation would need invalidation on
+every weight update.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ def inception_block_triton(input: torch.Tensor, w1: torch.Tensor, b1: torch.Tens
     one, zero = [1, 1], [0, 0]
     conv_into(out, 0, input, 0, C, w1, b1, None, one, zero, one, 1, "relu")
     r = empty_output(input, (N, c2r + c3r, H, W))
-    conv_into(r, 0, input, 0, C, torch.cat([w2_reduce, w3_reduce]), torch.cat([b2_reduce, b3_reduce]), None, one,
-              zero, one, 1, "relu")
+    conv_into(r, 0, input, 0, C, w2_reduce, b2_reduce, None, one, zero, one, 1, "relu")
+    conv_into(r, c2r, input, 0, C, w3_reduce, b3_reduce, None, one, zero, one, 1, "relu")
     conv_into(out, c1, r, 0, c2r, w2, b2, None, one, same_padding(w2), one, 1, "relu")
     conv_into(out, c1 + c2, r, c2r, c3r, w3, b3, None, one, same_padding(w3), one, 1, "relu")
     conv_into(out, c1 + c2 + c3, input, 0, C, w4, b4, None, one, zero, one, 1, "relu", pool=True)

@@ -74,3 +74,16 @@ def test_autograd():
 def test_fake_and_opcheck():
     assert_fake_matches(OP, inception_block_args(INCEPTION_BLOCK["c13-5x9"], channels_last=True))
     opcheck_eager(OP, inception_block_args(INCEPTION_BLOCK["c3-7x7"]))
+
+
+def test_no_weight_concatenation():
+    # The two 1x1 reduces write r's two channel ranges in two launches: no per-call cat (kernel + allocation) of
+    # their weights or biases. The profiler sees the aten ops the Triton op's body runs (a dispatch mode would see
+    # only the op itself).
+    args = inception_block_args(INCEPTION_BLOCK["c3-7x7"])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = op("inception_block_triton")(*args)
+    seen = {e.key for e in prof.key_averages()}
+    assert "aten::empty_strided" in seen or "aten::empty" in seen, seen     # the body's own ops are recorded
+    assert "aten::cat" not in seen, seen
+    torch.testing.assert_close(out, inception_block_reference(*args), atol=1e-4, rtol=1e-4)

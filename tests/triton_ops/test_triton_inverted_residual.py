@@ -24,6 +24,29 @@ def test_matches_reference(geom, dtype, channels_last):
     check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom, dtype, channels_last))
 
 
+# Tile edges of the halo kernel in its first config (4x8-pixel tiles, 32 hidden channels per block, halo expanded 32
+# pixels at a time): N, C, H, W, hidden, Cout, k, stride, residual, activation, expand_bias.
+HALO_EDGES = {
+    # 3 x 2 tiles per image, the last ones partial; 40 hidden = a full and a partial block (both scratch buffers)
+    "odd-9x11-6tiles-h40-res": (2, 4, 9, 11, 40, 4, 3, 1, True, "relu6", True),
+    # stride 2 on odd sizes: 5x7 output, a 9x15 halo (5 chunks), the zero padding on every side
+    "odd-9x13-s2": (1, 3, 9, 13, 40, 6, 3, 2, False, "hardswish", True),
+    "k5-s2-odd-11x9": (1, 3, 11, 9, 24, 4, 5, 2, False, "silu", False),
+    # one output row: the tile shrinks to the map (a 3-row halo), three tiles across
+    "one-row-1x17": (1, 3, 1, 17, 8, 3, 3, 1, True, "relu", True),
+}
+
+
+@pytest.mark.parametrize("geom", HALO_EDGES.values(), ids=HALO_EDGES.keys())
+def test_halo_tile_edges(geom):
+    check_against_reference(OP, inverted_residual_reference, inverted_residual_args(geom))
+
+
+def test_halo_tile_edges_fp16_channels_last():
+    check_against_reference(OP, inverted_residual_reference,
+                            inverted_residual_args(HALO_EDGES["odd-9x13-s2"], torch.float16, True))
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("expand", [True, False], ids=["expand", "noexpand"])
 def test_activations(activation, expand):

@@ -23,6 +23,19 @@ def test_matches_reference(geom, dtype, channels_last):
     check_against_reference(OP, mbconv_reference, mbconv_args(geom, dtype, channels_last))
 
 
+# Tile edges of the SE path's depthwise kernel in its first config (4x8-pixel tiles, 32 hidden channels per program):
+# odd sizes, several tiles per image (their partial sums), hidden counts that leave a partial block.
+SE_TILE_EDGES = {
+    "x40-k3-9x11-6tiles-res": (2, 4, 9, 11, 40, 3, 1, 3, 4, True, "hardswish", "relu", "hardsigmoid"),
+    "x36-k5-s2-11x9": (1, 3, 11, 9, 36, 5, 2, 4, 5, False, "silu", "silu", "sigmoid"),
+}
+
+
+@pytest.mark.parametrize("geom", SE_TILE_EDGES.values(), ids=SE_TILE_EDGES.keys())
+def test_se_tile_edges(geom):
+    check_against_reference(OP, mbconv_reference, mbconv_args(geom))
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("se", [True, False], ids=["se", "nose"])
 def test_activations(activation, se):
