@@ -124,7 +124,7 @@ __device__ __forceinline__ ExpandDepthwise<T> expand_depthwise_tile(const InvRes
   for (int r = threadIdx.x; r < kBM; r += kThreads) {
     const int64_t oh = oh0 + r / tw, ow = ow0 + r % tw;
     rows[r] = (r < th * tw && oh < a.Ho && ow < a.Wo)
-                  ? RowInfo{(n * a.Ho + oh) * a.Wo + ow, n, static_cast<int>(oh), static_cast<int>(ow)}
+                  ? RowInfo{(n * a.Ho + oh) * a.Wo + ow, n, oh, ow}
                   : RowInfo{-1, 0, 0, 0};
   }
   __syncthreads();
