@@ -106,60 +106,60 @@ struct TileGemm<T, BN, true> {
   }
 };
 
-// ---- pieces of a block -----------------------------------------------------------------------------------------------
+// ---- pieces of a block ----------------------------------------------------------------------------------------------
 // Rows of a block over consecutive output pixels m0 .. m0 + 63 (flattened N*Ho*Wo).
 __device__ __forceinline__ void rows_flat(RowInfo* rows, int64_t m0, int64_t M, int64_t Ho, int64_t Wo) {
   for (int r = threadIdx.x; r < kBM; r += kThreads) rows[r] = row_info(m0 + r, M, Ho, Wo);
 }
 
-// ---- copies into shared memory ---------------------------------------------------------------------------------------
-// The widest copy, in elements of T and at most 16 bytes, that every run of `len` elements starting `ld` elements apart
-// from `base` can be copied with: base, ld and len all multiples of it.
+// ---- copies into shared memory --------------------------------------------------------------------------------------
+// The copy width for runs of `len` elements starting `ld` elements apart from `base`: log2 of the most elements of T,
+// at most 16 bytes, that base, ld and len are all multiples of. Block-uniform; the loops below take it at run time
+// (shifts, one switch around the copy instruction) rather than as a template parameter: one loop body per call site
+// keeps the kernels' register allocation at what a single width needs (a body per width raised it to 128 registers).
 template <typename T>
-__device__ __forceinline__ int copy_width(const void* base, int64_t ld, int64_t len) {
-  for (int v = 16 / static_cast<int>(sizeof(T)); v > 1; v /= 2)
-    if (ld % v == 0 && len % v == 0 && reinterpret_cast<uintptr_t>(base) % (v * sizeof(T)) == 0) return v;
-  return 1;
+__device__ __forceinline__ int copy_width_log2(const void* base, int64_t ld, int64_t len) {
+  int lv = sizeof(T) == 2 ? 3 : sizeof(T) == 4 ? 2 : 1;
+  for (; lv > 0; --lv) {
+    const int v = 1 << lv;
+    if (ld % v == 0 && len % v == 0 && reinterpret_cast<uintptr_t>(base) % (v * sizeof(T)) == 0) break;
+  }
+  return lv;
 }
 
-// f(std::integral_constant<int, V>) with the copy width V the kernels are compiled for that fits width `v`: 16-byte
-// copies, else 4-byte ones (two fp16/bf16 elements), else single elements. Fewer widths, less code in every kernel.
-template <typename T, class F>
-__device__ __forceinline__ void with_copy_width(int v, F&& f) {
-  constexpr int kWide = 16 / sizeof(T), kNarrow = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
-  if (v >= kWide) {
-    f(std::integral_constant<int, kWide>{});
-  } else if constexpr (kNarrow > 1) {
-    if (v >= kNarrow) f(std::integral_constant<int, kNarrow>{});
-    else f(std::integral_constant<int, 1>{});
-  } else {
-    f(std::integral_constant<int, 1>{});
+// 2**lv elements src -> dst (zeros when !valid): an asynchronous copy (cp.async takes 4, 8 or 16 bytes), a plain load
+// and store for a single 2-byte element.
+template <typename T>
+__device__ __forceinline__ void copy_elems(T* dst, const T* src, bool valid, int lv) {
+  switch (static_cast<int>(sizeof(T)) << lv) {
+    case 16: async_copy<16>(dst, src, valid); break;
+    case 8: async_copy<8>(dst, src, valid); break;
+    case 4: async_copy<4>(dst, src, valid); break;
+    default:
+      if constexpr (sizeof(T) < 4) *dst = valid ? *src : zero_of<T>();
+      break;
   }
 }
 
-// V elements src -> dst (zeros when !valid): an asynchronous copy where cp.async can do it (4 bytes and more), a plain
-// load and store for a single 2-byte element.
-template <typename T, int V>
-__device__ __forceinline__ void copy_elems(T* dst, const T* src, bool valid) {
-  constexpr int kBytes = V * static_cast<int>(sizeof(T));
-  if constexpr (kBytes >= 4) {
-    async_copy<kBytes>(dst, src, valid);
-  } else {
-    *dst = valid ? *src : zero_of<T>();
-  }
+// log2 of a power of two that is known at compile time for each width (the loops' divisions become shifts).
+CNNKERNELS_HD constexpr int ilog2(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
 }
 
 // B chunk: rows k0 .. k0 + bk of group g of the packed weight [groups][K][Cog], columns n0 .. n0 + kBN; zero outside.
-// Issued as copies of V elements (Cog a multiple of V, see copy_width); the caller commits and waits.
-template <typename T, int V>
+// Issued as copies of 2**lv elements (Cog a multiple of them, see copy_width_log2); the caller commits and waits.
+template <typename T>
 __device__ __forceinline__ void load_b(const T* __restrict__ w, int64_t K, int64_t Cog, int g, int64_t k0, int64_t n0,
-                                       T* B, int ldb) {
-  constexpr int bk = chunk_k(sizeof(T)), nv = kBN / V;
-  for (int e = threadIdx.x; e < bk * nv; e += kThreads) {
-    const int kk = e / nv, j = (e % nv) * V;
+                                       T* B, int ldb, int lv) {
+  constexpr int bk = chunk_k(sizeof(T)), lbn = ilog2(kBN);
+  const int lnv = lbn - lv;  // log2 of the copies per row
+  for (int e = threadIdx.x; e < (bk << lnv); e += kThreads) {
+    const int kk = e >> lnv, j = (e & ((1 << lnv) - 1)) << lv;
     const int64_t k = k0 + kk, col = n0 + j;
     const bool ok = k < K && col < Cog;
-    copy_elems<T, V>(B + kk * ldb + j, w + (ok ? (static_cast<int64_t>(g) * K + k) * Cog + col : 0), ok);
+    copy_elems<T>(B + kk * ldb + j, w + (ok ? (static_cast<int64_t>(g) * K + k) * Cog + col : 0), ok, lv);
   }
 }
 
@@ -201,7 +201,7 @@ __device__ __forceinline__ void gemm_tiles(Producer& prod, const T* __restrict__
   const bool pipelined = sp.b2 != sp.b;
   const bool a_double = sp.a2 != sp.a;           // plan_smem gives A a second buffer only with B's and never resident
   const bool a_each_step = !resident && !a_double;  // A produced into its single buffer at the start of each step
-  const int b_width = copy_width<T>(w, Cog, Cog);
+  const int b_lv = copy_width_log2<T>(w, Cog, Cog);
   const int64_t nk = ceil_div(K, bk);
   const int64_t n_ct = ceil_div(Cog, kBN);
   const int64_t tiles = static_cast<int64_t>(groups) * n_ct;
@@ -217,9 +217,7 @@ __device__ __forceinline__ void gemm_tiles(Producer& prod, const T* __restrict__
     const auto issue = [&](int64_t kc) {
       const bool second = pipelined && (kc & 1);
       if (a_double) prod.produce(g, kc * bk, second ? A1 : A0, sp.lda);
-      with_copy_width<T>(b_width, [&](auto v) {
-        load_b<T, decltype(v)::value>(w, K, Cog, g, kc * bk, n0, second ? B1 : B0, sp.ldb);
-      });
+      load_b<T>(w, K, Cog, g, kc * bk, n0, second ? B1 : B0, sp.ldb, b_lv);
       async_commit();
     };
     TileGemm<T, kBN> tile;
@@ -302,9 +300,17 @@ struct ConvEpilogue {
   }
 };
 
+// Blocks per SM the register allocation must allow: with no minimum, ptxas (CUDA 13) picked 64 or 80 registers for
+// some instantiations and spilled to the stack (8-56 bytes) to get there. 3 blocks (at most 80 registers) hold every
+// 2- and 4-byte instantiation without spilling; fp64's register tile (32 doubles of accumulators) needs 2 (at most
+// 128 registers).
+template <typename T>
+constexpr int kMinBlocks = sizeof(T) == 8 ? 2 : 3;
+
 // A conv-shaped kernel: flattened pixel tiles, a producer built from (args, rows), the conv epilogue.
 template <typename T, class Producer>
-__global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvGemmArgs a, SmemPlan sp, bool resident) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
+    conv_gemm_kernel(ConvGemmArgs a, SmemPlan sp, bool resident) {
   unsigned char* smem = dyn_smem();
   RowInfo* rows = reinterpret_cast<RowInfo*>(smem + sp.rows);
   rows_flat(rows, static_cast<int64_t>(blockIdx.x) * kBM, a.N * a.Ho * a.Wo, a.Ho, a.Wo);

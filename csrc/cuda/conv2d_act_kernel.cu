@@ -21,7 +21,7 @@ struct GatherProducer {
   const ConvGemmArgs& a;
   const RowInfo* rows;
   const GatherRow* table = nullptr;
-  int width = 1;  // elements per copy: Cg, ldx and x all allow it (copy_width)
+  int lv = 0;  // log2 of the elements per copy: Cg, ldx and x all allow it (copy_width_log2)
 
   static CNNKERNELS_HD int64_t gemm_k(const ConvGemmArgs& a) { return static_cast<int64_t>(a.kH) * a.kW * a.Cg; }
 
@@ -31,29 +31,23 @@ struct GatherProducer {
     for (int r = threadIdx.x; r < kBM; r += kThreads)
       t[r] = gather_row(rows[r], a.H, a.W, a.ldx, a.sH, a.sW, a.pH, a.pW);
     table = t;
-    width = copy_width<T>(a.x, a.ldx, a.Cg);
+    lv = copy_width_log2<T>(a.x, a.ldx, a.Cg);
   }
 
-  template <int V>
-  __device__ __forceinline__ void gather(int g, int64_t k0, T* dst, int ldd) const {
-    constexpr int nv = bk / V;  // copies per row
-    static_assert(kThreads % nv == 0, "a thread must keep its column");
+  __device__ __forceinline__ void produce(int g, int64_t k0, T* dst, int ldd) const {
     const T* __restrict__ x = static_cast<const T*>(a.x);
-    const int kv = static_cast<int>(threadIdx.x) % nv;
-    const int64_t k = k0 + kv * V;  // V divides Cg: the V columns share (kh, kw) and are all inside K or all outside
+    const int lnv = ilog2(bk) - lv;  // log2 of the copies per row; a power of two dividing kThreads
+    const int kv = static_cast<int>(threadIdx.x) & ((1 << lnv) - 1);
+    const int64_t k = k0 + (kv << lv);  // the copy's columns divide Cg: same (kh, kw), all inside K or all outside
     const bool k_in = k < gemm_k(a);
     const GatherCol col = k_in ? gather_col(static_cast<int>(k), static_cast<int>(a.Cg), a.kW, a.dH, a.dW, a.W, a.ldx,
                                             static_cast<int64_t>(g) * a.Cg)
                                : GatherCol{0, 0, 0};
-    for (int r = static_cast<int>(threadIdx.x) / nv; r < kBM; r += kThreads / nv) {
+    for (int r = static_cast<int>(threadIdx.x) >> lnv; r < kBM; r += kThreads >> lnv) {
       const GatherRow row = table[r];
       const bool ok = k_in && gather_inside(row, col, a.H, a.W);
-      copy_elems<T, V>(dst + r * ldd + kv * V, x + (ok ? static_cast<int64_t>(row.base + col.delta) : 0), ok);
+      copy_elems<T>(dst + r * ldd + (kv << lv), x + (ok ? static_cast<int64_t>(row.base + col.delta) : 0), ok, lv);
     }
-  }
-
-  __device__ __forceinline__ void produce(int g, int64_t k0, T* dst, int ldd) const {
-    with_copy_width<T>(width, [&](auto v) { gather<decltype(v)::value>(g, k0, dst, ldd); });
   }
 };
 

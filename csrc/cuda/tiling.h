@@ -102,8 +102,8 @@ CNNKERNELS_HD int64_t align_up(int64_t v) { return round_up(v, kAlign); }
 
 // t_bytes / acc_bytes: sizes of the data and accumulation types. k_resident: the GEMM K when A is kept for the whole
 // K (computed once per block, reused for all its column tiles), 0 when A is produced chunk by chunk. halo_pixels: rows
-// of the inverted residual's expanded tile (0 otherwise); expand: that block has an expansion GEMM. a_bufs, b_bufs: 1 or
-// 2 chunk buffers of A (1 when A is resident) and B; scratch: bytes of the producer's region p.
+// of the inverted residual's expanded tile (0 otherwise); expand: that block has an expansion GEMM. a_bufs, b_bufs: 1
+// or 2 chunk buffers of A (1 when A is resident) and B; scratch: bytes of the producer's region p.
 CNNKERNELS_HD SmemPlan plan_smem(int t_bytes, int acc_bytes, int64_t k_resident, int64_t halo_pixels, bool expand,
                                  int a_bufs = 1, int b_bufs = 1, int64_t scratch = 0) {
   SmemPlan p{};

@@ -157,15 +157,15 @@ def test_launch_variants(emu, op, case, dtype, device):
 
 
 # The GEMM kernels' pipeline with synchronous copies: what the sm_75 build runs (compat.cuh's async_copy is a plain load
-# and store there). One case per producer, fp16 (WMMA) and fp64; chunked and resident A (DEVICES).
+# and store there). One case per producer; fp16 (WMMA) with A chunked, fp64 with A resident where it fits (DEVICES).
 SYNC_COPY_CASES = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "7x7_s2_stem"),
                    ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("inception_block", "wide"),
                    ("inverted_residual", "expand_s2_2coltiles"), ("mbconv", "se_2coltiles"),
                    ("up_concat_conv", "2coltiles_silu")]
 
 
-@pytest.mark.parametrize("device", ["one_sm", "many_sms"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float64], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("dtype,device", [(torch.float16, "many_sms"), (torch.float64, "one_sm")],
+                         ids=["fp16-many_sms", "fp64-one_sm"])
 @pytest.mark.parametrize("op,case", SYNC_COPY_CASES, ids=[f"{o}-{c}" for o, c in SYNC_COPY_CASES])
 def test_synchronous_copies(emu, op, case, dtype, device):
     emu.configure(*DEVICES[device])
@@ -179,7 +179,7 @@ def test_synchronous_copies(emu, op, case, dtype, device):
     assert_close_to_reference(op, y, args, dtype)
 
 
-# ---- the emulation of cp.async itself (csrc/cuda/emu/async_copy_probe.cpp) --------------------------------------------
+# ---- the emulation of cp.async itself (csrc/cuda/emu/async_copy_probe.cpp) -------------------------------------------
 PROBE_N = 64
 POISON_F32 = torch.tensor([0x7F7F7F7F], dtype=torch.int32).view(torch.float32).item()  # shim.h's poison byte 0x7f
 
