@@ -333,7 +333,8 @@ cudaError_t launch_conv_gemm_t(const ConvGemmArgs& a, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   const LaunchPlan p = plan_gemm(ceil_div(M, kBM), a.groups * ceil_div(a.Cog, kBN), Producer::gemm_k(a), sizeof(T),
                                  sizeof(acc_t<T>), dev.sms, dev.smem_optin, 0, false,
-                                 ProducerTraits<Producer>::async_copy, ProducerTraits<Producer>::scratch);
+                                 ProducerTraits<Producer>::async_copy, ProducerTraits<Producer>::scratch,
+                                 dev.async_copy);
   if (!p.ok) return cudaErrorInvalidConfiguration;
   auto* kernel = &conv_gemm_kernel<T, Producer>;
   err = rt::allow_smem(kernel, p.smem.bytes);

@@ -86,14 +86,16 @@ namespace rt {
 struct DeviceInfo {
   int sms;             // multiprocessors
   int64_t smem_optin;  // largest dynamic shared memory a block may opt in to
+  bool async_copy;     // cp.async (sm_80 and later): async_copy overlaps the copies with the multiply
 };
 
 inline cudaError_t device_info(DeviceInfo& info) {
-  int dev = 0, sms = 0, optin = 0;
+  int dev = 0, sms = 0, optin = 0, major = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  info = DeviceInfo{sms, optin};
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  info = DeviceInfo{sms, optin, major >= 8};
   return e;
 }
 

@@ -175,21 +175,22 @@ CNNKERNELS_HD int col_split(int64_t row_tiles, int64_t col_tiles, int sms) {
 }
 
 // Shared memory is the only limit: keep A resident when a block walks more than one column tile and the resident
-// tile fits; otherwise produce A per K chunk (recomputed for each column tile). Either way with two B chunk buffers
-// when they fit (the loads of chunk k + 1 overlap the multiply of chunk k), and two A chunk buffers too for a producer
-// whose A chunk is a plain asynchronous copy (async_a); the single-buffer layouts are the fallbacks. scratch: bytes of
-// the producer's own region.
+// tile fits; otherwise produce A per K chunk (recomputed for each column tile). With `pipelined` (a device with
+// cp.async), two B chunk buffers when they fit (the loads of chunk k + 1 overlap the multiply of chunk k), and two A
+// chunk buffers too for a producer whose A chunk is a plain asynchronous copy (async_a); the single-buffer layouts are
+// the fallbacks, and all there is without cp.async (the second buffers would only cost blocks per SM). scratch: bytes
+// of the producer's own region.
 // K and the row tiles (grid.x) must stay below 2**31: the kernels split K in 32-bit ints.
 CNNKERNELS_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, int t_bytes, int acc_bytes, int sms,
                              int64_t smem_limit, int64_t halo_pixels, bool expand, bool async_a = false,
-                             int64_t scratch = 0) {
+                             int64_t scratch = 0, bool pipelined = true) {
   LaunchPlan p{};
   p.grid_x = row_tiles;
   p.grid_y = col_split(row_tiles, col_tiles, sms);
   p.th = p.tw = 0;
   const int64_t tiles_per_block = ceil_div(col_tiles, p.grid_y);
   if (tiles_per_block > 1 && K > 0) {
-    for (int b_bufs = 2; b_bufs >= 1 && !p.resident; --b_bufs) {
+    for (int b_bufs = pipelined ? 2 : 1; b_bufs >= 1 && !p.resident; --b_bufs) {
       const SmemPlan r = plan_smem(t_bytes, acc_bytes, K, halo_pixels, expand, 1, b_bufs, scratch);
       if (r.bytes <= smem_limit && r.bytes <= kResidentCap) {
         p.resident = true;
@@ -199,7 +200,7 @@ CNNKERNELS_HD LaunchPlan plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t
   }
   if (!p.resident) {
     const int bufs[3][2] = {{2, 2}, {1, 2}, {1, 1}};  // {A, B}
-    for (int i = async_a ? 0 : 1; i < 3; ++i) {
+    for (int i = !pipelined ? 2 : async_a ? 0 : 1; i < 3; ++i) {
       p.smem = plan_smem(t_bytes, acc_bytes, 0, halo_pixels, expand, bufs[i][0], bufs[i][1], scratch);
       if (p.smem.bytes <= smem_limit) break;
     }

@@ -156,8 +156,10 @@ def test_launch_variants(emu, op, case, dtype, device):
         assert rec["grid_y"] > 1 or y.shape[1] <= 64
 
 
-# The GEMM kernels' pipeline with synchronous copies: what the sm_75 build runs (compat.cuh's async_copy is a plain load
-# and store there). One case per producer; fp16 (WMMA) with A chunked, fp64 with A resident where it fits (DEVICES).
+# The GEMM kernels on a device without cp.async, what the sm_75 build runs: compat.cuh's async_copy is a plain load and
+# store, and conv_gemm_kernel's launchers plan single buffers (gemm_tiles' unpipelined loop; the inverted residual and
+# up_concat_conv keep their pipelined loop, with synchronous copies). One case per producer; fp16 (WMMA) with A chunked,
+# fp64 with A resident where it fits (DEVICES).
 SYNC_COPY_CASES = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "7x7_s2_stem"),
                    ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("inception_block", "wide"),
                    ("inverted_residual", "expand_s2_2coltiles"), ("mbconv", "se_2coltiles"),

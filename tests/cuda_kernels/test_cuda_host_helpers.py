@@ -75,7 +75,7 @@ def lib(tmp_path_factory):
         "cnnk_chunk_k": (I32, [I32]),
         "cnnk_constants": (None, [P64]),
         "cnnk_plan_smem": (None, [I32, I32, I64, I64, I32, I32, I32, I64, P64]),
-        "cnnk_plan_gemm": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I64, P64]),
+        "cnnk_plan_gemm": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I64, I32, P64]),
         "cnnk_plan_inverted_residual": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I32, I32, I64, P64]),
     }
     for name, (res, args) in sig.items():
@@ -306,7 +306,7 @@ def test_smem_plan_layout(lib, consts, dtype, k_resident, halo, expand, bufs):
 
 def test_gemm_plan_grid_and_residency(lib, consts):
     def plan(row_tiles, col_tiles, K, sms, smem, t_bytes=2, acc=4):
-        v = _out(lib, "cnnk_plan_gemm", LAUNCH_LEN, row_tiles, col_tiles, K, t_bytes, acc, sms, smem, 0, 0, 0, 0)
+        v = _out(lib, "cnnk_plan_gemm", LAUNCH_LEN, row_tiles, col_tiles, K, t_bytes, acc, sms, smem, 0, 0, 0, 0, 1)
         return dict(ok=v[0], resident=v[1], gx=v[2], gy=v[3], plan=_plan(v[6:]))
 
     big = plan(10000, 8, 576, 132, 227 * KIB)  # plenty of pixel tiles: no column split, the block walks all 8 tiles
@@ -384,10 +384,10 @@ def test_inverted_residual_plan_with_huge_stride(lib, stride):
 
 # ---- the GEMM pipeline's buffers and the 64-bit gather ---------------------------------------------------------------
 
-def _gemm_plan(lib, row_tiles, col_tiles, K, dtype, sms, smem, async_a=False, scratch=0):
+def _gemm_plan(lib, row_tiles, col_tiles, K, dtype, sms, smem, async_a=False, scratch=0, pipelined=True):
     t_bytes, acc_bytes = DTYPES[dtype]
     v = _out(lib, "cnnk_plan_gemm", LAUNCH_LEN, row_tiles, col_tiles, K, t_bytes, acc_bytes, sms, smem, 0, 0,
-             int(async_a), scratch)
+             int(async_a), scratch, int(pipelined))
     p = _plan(v[6:])
     return dict(ok=v[0], resident=v[1], a2=p["a2"] != p["a"], b2=p["b2"] != p["b"], bytes=p["bytes"])
 
@@ -405,6 +405,10 @@ def test_gemm_plan_double_buffers(lib, consts, dtype):
     # resident A: one A buffer, two B buffers
     p = _gemm_plan(lib, 10000, 8, 96, dtype, 132, 227 * KIB, **gather)
     assert p["ok"] and p["resident"] and not p["a2"] and p["b2"]
+    # no cp.async (sm_75): single buffers, resident or not (a second one would only cost blocks per SM)
+    for cols in [1, 8]:
+        p = _gemm_plan(lib, 10000, cols, 96, dtype, 132, 99 * KIB, pipelined=False, **gather)
+        assert p["ok"] and p["resident"] == (cols > 1) and not p["a2"] and not p["b2"]
     # too tight for the second buffers: the single-buffer layout, still a valid plan
     single = _plan(_out(lib, "cnnk_plan_smem", len(PLAN_FIELDS), *DTYPES[dtype], 0, 0, 0, 1, 1, gather["scratch"]))
     p = _gemm_plan(lib, 10000, 1, 576, dtype, 132, single["bytes"], **gather)

@@ -89,9 +89,9 @@ static void put_launch(const LaunchPlan& p, int64_t* out) {
 
 API void cnnk_plan_gemm(int64_t row_tiles, int64_t col_tiles, int64_t K, int t_bytes, int acc_bytes, int sms,
                         int64_t smem_limit, int64_t halo_pixels, int expand, int async_a, int64_t scratch,
-                        int64_t* out) {
+                        int pipelined, int64_t* out) {
   put_launch(plan_gemm(row_tiles, col_tiles, K, t_bytes, acc_bytes, sms, smem_limit, halo_pixels, expand != 0,
-                       async_a != 0, scratch),
+                       async_a != 0, scratch, pipelined != 0),
              out);
 }
 

@@ -14,7 +14,8 @@
 //     is queued per thread; async_wait<N> performs the thread's groups except the N newest, and a copy still queued
 //     when its thread exits is reported as a fault. So reading a buffer before waiting for it, reading another thread's
 //     copies without a barrier after its wait, or issuing into a buffer that another thread still reads shows as
-//     poison in the output. g_async_copies = false makes the copies synchronous instead: the sm_75 build's behaviour;
+//     poison in the output. g_async_copies = false makes the copies synchronous instead, and the device one without
+//     cp.async (rt::DeviceInfo::async_copy): the sm_75 build's behaviour;
 //   - the runtime calls of compat.cuh (device attributes: configurable, see cnnk_emu_configure).
 // Not emulated: warps running in lockstep, memory-model effects, tensor-core rounding, performance.
 #include <cuda_bf16.h>
@@ -293,10 +294,11 @@ namespace rt {
 struct DeviceInfo {
   int sms;
   int64_t smem_optin;
+  bool async_copy;
 };
 
 inline cudaError_t device_info(DeviceInfo& info) {
-  info = DeviceInfo{emu::g_config.sms, emu::g_config.smem_optin};
+  info = DeviceInfo{emu::g_config.sms, emu::g_config.smem_optin, emu::g_async_copies};
   return cudaSuccess;
 }
 
