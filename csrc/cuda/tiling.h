@@ -44,8 +44,8 @@ struct GatherRow {
   uint64_t base;     // offset of (n, ih0, iw0, 0), wrapped
   int64_t ih0, iw0;  // window origin; ih0 = kGatherOutside for a row outside the output
 };
-// Larger than any input height (a contiguous input has fewer than 2**62 rows) plus any kh * dH (< 2**62), and no sum of
-// the two overflows: every tap of such a row is out of range.
+// An origin past every input height (a contiguous input has fewer than 2**62 rows), to which any kh * dH (< 2**62) adds
+// without overflow: every tap of such a row is out of range.
 constexpr int64_t kGatherOutside = int64_t(1) << 62;
 
 CNNKERNELS_HD GatherRow gather_row(const RowInfo& r, int64_t H, int64_t W, int64_t ld, int sH, int sW, int pH, int pW) {
