@@ -29,9 +29,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 # name (the function name without namespace and template arguments). Every kernel of the library must be listed here or
 # in COLD_KERNELS: a new kernel is classified, never skipped silently.
 HOT_KERNELS: Dict[str, Tuple[str, ...]] = {
-    "add_relu_kernel.cu": ("add_relu_kernel",),
-    "conv2d_act_kernel.cu": ("conv_gemm_kernel", "depthwise_kernel"),
-    "dwsep_conv2d_kernel.cu": ("conv_gemm_kernel",),
+    "add_relu_kernel.cu": ("add_relu_kernel", "add_relu_vec_kernel"),
+    "conv2d_act_kernel.cu": ("conv_gemm_kernel", "depthwise_kernel", "depthwise_tile_kernel"),
+    "dwsep_conv2d_kernel.cu": ("conv_gemm_kernel", "dwsep_tile_kernel"),
     "inception_block_kernel.cu": ("conv_gemm_kernel",),
     "inverted_residual_kernel.cu": ("inverted_residual_kernel",),
     "mbconv_kernel.cu": ("mbconv_depthwise_kernel", "se_gate_kernel", "conv_gemm_kernel"),

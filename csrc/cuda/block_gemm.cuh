@@ -4,6 +4,8 @@
 // CUDA-core register tile for fp32/fp64), the loop that feeds it from a producer of A and the packed weight, and the
 // fused epilogue. A producer fills one K chunk of A [64 rows][bk] in shared memory; what it computes (an im2col gather,
 // a max pool, a depthwise conv, an expansion + depthwise, an SE-scaled load) is what makes each op's kernel.
+#include <type_traits>
+
 #include "cuda/compat.cuh"
 #include "cuda/device_math.h"
 #include "cuda/kernels.h"
@@ -104,64 +106,145 @@ struct TileGemm<T, BN, true> {
   }
 };
 
-// ---- pieces of a block ------------------------------------------------------------------------------------------------
+// ---- pieces of a block ----------------------------------------------------------------------------------------------
 // Rows of a block over consecutive output pixels m0 .. m0 + 63 (flattened N*Ho*Wo).
 __device__ __forceinline__ void rows_flat(RowInfo* rows, int64_t m0, int64_t M, int64_t Ho, int64_t Wo) {
-  for (int r = threadIdx.x; r < kBM; r += kThreads) {
-    const int64_t m = m0 + r;
-    if (m < M) {
-      const PixelPos p = split_pixel(m, Ho, Wo);
-      rows[r] = RowInfo{m, p.n, p.h, p.w};
-    } else {
-      rows[r] = RowInfo{-1, 0, 0, 0};
-    }
+  for (int r = threadIdx.x; r < kBM; r += kThreads) rows[r] = row_info(m0 + r, M, Ho, Wo);
+}
+
+// ---- copies into shared memory --------------------------------------------------------------------------------------
+// The copy width for runs of `len` elements starting `ld` elements apart from `base`: log2 of the most elements of T,
+// at most 16 bytes, that base, ld and len are all multiples of. Block-uniform; the loops below take it at run time
+// (shifts, one switch around the copy instruction) rather than as a template parameter: one loop body per call site
+// keeps the kernels' register allocation at what a single width needs (a body per width raised it to 128 registers).
+template <typename T>
+__device__ __forceinline__ int copy_width_log2(const void* base, int64_t ld, int64_t len) {
+  int lv = sizeof(T) == 2 ? 3 : sizeof(T) == 4 ? 2 : 1;
+  for (; lv > 0; --lv) {
+    const int v = 1 << lv;
+    if (ld % v == 0 && len % v == 0 && reinterpret_cast<uintptr_t>(base) % (v * sizeof(T)) == 0) break;
+  }
+  return lv;
+}
+
+// 2**lv elements src -> dst (zeros when !valid): an asynchronous copy (cp.async takes 4, 8 or 16 bytes), a plain load
+// and store for a single 2-byte element.
+template <typename T>
+__device__ __forceinline__ void copy_elems(T* dst, const T* src, bool valid, int lv) {
+  switch (static_cast<int>(sizeof(T)) << lv) {
+    case 16: async_copy<16>(dst, src, valid); break;
+    case 8: async_copy<8>(dst, src, valid); break;
+    case 4: async_copy<4>(dst, src, valid); break;
+    default:
+      if constexpr (sizeof(T) < 4) *dst = valid ? *src : zero_of<T>();
+      break;
   }
 }
 
+// log2 of a power of two that is known at compile time for each width (the loops' divisions become shifts).
+CNNKERNELS_HD constexpr int ilog2(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+
 // B chunk: rows k0 .. k0 + bk of group g of the packed weight [groups][K][Cog], columns n0 .. n0 + kBN; zero outside.
+// Issued as copies of 2**lv elements (Cog a multiple of them, see copy_width_log2); the caller commits and waits.
 template <typename T>
-__device__ __forceinline__ void load_b(const T* __restrict__ w, int64_t K, int64_t Cog, int g, int64_t k0,
-                                       int64_t n0, T* B, int ldb, int bk) {
-  const T zero = zero_of<T>();
-  for (int e = threadIdx.x; e < bk * kBN; e += kThreads) {
-    const int kk = e / kBN, j = e % kBN;
+__device__ __forceinline__ void load_b(const T* __restrict__ w, int64_t K, int64_t Cog, int g, int64_t k0, int64_t n0,
+                                       T* B, int ldb, int lv) {
+  constexpr int bk = chunk_k(sizeof(T)), lbn = ilog2(kBN);
+  const int lnv = lbn - lv;  // log2 of the copies per row
+  for (int e = threadIdx.x; e < (bk << lnv); e += kThreads) {
+    const int kk = e >> lnv, j = (e & ((1 << lnv) - 1)) << lv;
     const int64_t k = k0 + kk, col = n0 + j;
-    B[kk * ldb + j] = (k < K && col < Cog) ? w[(static_cast<int64_t>(g) * K + k) * Cog + col] : zero;
+    const bool ok = k < K && col < Cog;
+    copy_elems<T>(B + kk * ldb + j, w + (ok ? (static_cast<int64_t>(g) * K + k) * Cog + col : 0), ok, lv);
   }
 }
+
+// What gemm_tiles needs to know of a producer besides produce(). A producer with kAsyncCopy = true fills its A chunk
+// with copy_elems only (no computation, no barrier), so that chunk can be double-buffered and in flight while the
+// previous one is multiplied; it keeps kScratch bytes of shared memory of its own (SmemPlan::p), set up by
+// prepare(smem + sp.p) once per block before the first produce(). Producers that compute A have neither.
+template <class P, class = void>
+struct ProducerTraits {
+  static constexpr bool async_copy = false;
+  static constexpr int64_t scratch = 0;
+};
+template <class P>
+struct ProducerTraits<P, std::void_t<decltype(P::kAsyncCopy)>> {
+  static constexpr bool async_copy = P::kAsyncCopy;
+  static constexpr int64_t scratch = P::kScratch;
+};
 
 // The block's walk over its column tiles (blockIdx.y, + gridDim.y, ...) of `groups` x ceil(Cog / kBN):
 //   resident: A for the whole K of the current group is produced once into shared memory and reused;
 //   otherwise: A is produced chunk by chunk, again for every column tile.
+// With a second B buffer in the plan (sp.b2 != sp.b) the loop is pipelined: chunk k + 1's weight copies (and its A
+// copies when A has a second buffer too, sp.a2 != sp.a) are issued before chunk k is multiplied, one barrier per chunk.
+// A producer that computes A fills its single A buffer at the start of each step, while the next B chunk is in flight.
+// Without second buffers each chunk is loaded, waited for and multiplied in turn.
 // Producer: `void produce(int group, int64_t k0, T* dst, int ldd)`, all threads, fills dst[64][bk] (zeros beyond K and
-// for rows outside the output); it may synchronise internally. Epi: `void operator()(int group, int64_t n0, int row,
-// int col, Acc value)`.
+// for rows outside the output) or issues the copies that do (kAsyncCopy); it may synchronise internally. Epi:
+// `void operator()(int group, int64_t n0, int row, int col, Acc value)`.
 template <typename T, class Producer, class Epi>
 __device__ __forceinline__ void gemm_tiles(Producer& prod, const T* __restrict__ w, int64_t K, int groups, int64_t Cog,
                                            unsigned char* smem, const SmemPlan& sp, bool resident, const Epi& epi) {
-  T* A = reinterpret_cast<T*>(smem + sp.a);
-  T* B = reinterpret_cast<T*>(smem + sp.b);
+  // Buffers are picked with selects, not an indexed array: a dynamically indexed local array would live on the stack.
+  T* const A0 = reinterpret_cast<T*>(smem + sp.a);
+  T* const A1 = reinterpret_cast<T*>(smem + sp.a2);
+  T* const B0 = reinterpret_cast<T*>(smem + sp.b);
+  T* const B1 = reinterpret_cast<T*>(smem + sp.b2);
   float* C = reinterpret_cast<float*>(smem + sp.c);
   constexpr int bk = chunk_k(sizeof(T));
+  const bool pipelined = sp.b2 != sp.b;
+  const bool a_double = sp.a2 != sp.a;           // plan_smem gives A a second buffer only with B's and never resident
+  const bool a_each_step = !resident && !a_double;  // A produced into its single buffer at the start of each step
+  const int b_lv = copy_width_log2<T>(w, Cog, Cog);
+  const int64_t nk = ceil_div(K, bk);
   const int64_t n_ct = ceil_div(Cog, kBN);
   const int64_t tiles = static_cast<int64_t>(groups) * n_ct;
   int a_group = -1;
   for (int64_t ct = blockIdx.y; ct < tiles; ct += gridDim.y) {
     const int g = static_cast<int>(ct / n_ct);
     const int64_t n0 = (ct % n_ct) * kBN;
-    if (resident && g != a_group) {
-      for (int64_t k0 = 0; k0 < K; k0 += bk) prod.produce(g, k0, A + k0, sp.lda);
+    if (resident && g != a_group) {  // copies land, and computed values become visible, at chunk 0's wait and barrier
+      for (int64_t k0 = 0; k0 < K; k0 += bk) prod.produce(g, k0, A0 + k0, sp.lda);
       a_group = g;
-      __syncthreads();
     }
+    // Chunk kc's copies into buffer kc % 2 (buffer 0 without a pipeline), as one commit group.
+    const auto issue = [&](int64_t kc) {
+      const bool second = pipelined && (kc & 1);
+      if (a_double) prod.produce(g, kc * bk, second ? A1 : A0, sp.lda);
+      load_b<T>(w, K, Cog, g, kc * bk, n0, second ? B1 : B0, sp.ldb, b_lv);
+      async_commit();
+    };
     TileGemm<T, kBN> tile;
     tile.zero();
-    for (int64_t k0 = 0; k0 < K; k0 += bk) {
-      if (!resident) prod.produce(g, k0, A, sp.lda);
-      load_b(w, K, Cog, g, k0, n0, B, sp.ldb, bk);
-      __syncthreads();
-      tile.mma(resident ? A + k0 : A, sp.lda, B, sp.ldb, bk);
-      __syncthreads();
+    if (pipelined) {
+      if (nk > 0) issue(0);
+      for (int64_t kc = 0; kc < nk; ++kc) {
+        if (a_each_step) {
+          prod.produce(g, kc * bk, A0, sp.lda);
+          async_commit();  // a copying producer's A chunk joins the groups that the wait below covers
+        }
+        async_wait<0>();
+        __syncthreads();  // chunk kc is in shared memory for every thread, and every thread is done with chunk kc - 1
+        if (kc + 1 < nk) issue(kc + 1);  // into chunk kc - 1's buffers, in flight during the multiply below
+        const T* a_tile = resident ? A0 + kc * bk : (a_double && (kc & 1)) ? A1 : A0;
+        tile.mma(a_tile, sp.lda, (kc & 1) ? B1 : B0, sp.ldb, bk);
+        if (a_each_step) __syncthreads();  // the single A buffer is rewritten at the next step
+      }
+    } else {
+      for (int64_t kc = 0; kc < nk; ++kc) {
+        if (!resident) prod.produce(g, kc * bk, A0, sp.lda);
+        issue(kc);
+        async_wait<0>();
+        __syncthreads();
+        tile.mma(resident ? A0 + kc * bk : A0, sp.lda, B0, sp.ldb, bk);
+        __syncthreads();
+      }
     }
     tile.epilogue(C, sp.ldc, [&](int r, int c, auto v) { epi(g, n0, r, c, v); });
     __syncthreads();
@@ -171,7 +254,7 @@ __device__ __forceinline__ void gemm_tiles(Producer& prod, const T* __restrict__
 // dw_b[c] + sum over the window of x[n, h*s - p + kh*d, w*s - p + kw*d, c] * dw_w[kh*kW + kw][c]: the depthwise conv
 // (geometry and weights of `a`, zero padding) at output pixel (n, h, w), channel c.
 template <typename T>
-__device__ __forceinline__ acc_t<T> depthwise_at(const ConvGemmArgs& a, int64_t n, int h, int w, int64_t c) {
+__device__ __forceinline__ acc_t<T> depthwise_at(const ConvGemmArgs& a, int64_t n, int64_t h, int64_t w, int64_t c) {
   using Acc = acc_t<T>;
   const T* __restrict__ x = static_cast<const T*>(a.x);
   const Acc* __restrict__ wt = static_cast<const Acc*>(a.dw_w);
@@ -217,14 +300,26 @@ struct ConvEpilogue {
   }
 };
 
+// Blocks per SM the register allocation must allow: with no minimum, ptxas (CUDA 13) picked 64 or 80 registers for
+// some instantiations and spilled to the stack (8-56 bytes) to get there. 3 blocks (at most 80 registers) hold every
+// 2- and 4-byte instantiation without spilling; fp64's register tile (32 doubles of accumulators) needs 2 (at most
+// 128 registers).
+template <typename T>
+constexpr int kMinBlocks = sizeof(T) == 8 ? 2 : 3;
+
 // A conv-shaped kernel: flattened pixel tiles, a producer built from (args, rows), the conv epilogue.
 template <typename T, class Producer>
-__global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvGemmArgs a, SmemPlan sp, bool resident) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
+    conv_gemm_kernel(ConvGemmArgs a, SmemPlan sp, bool resident) {
   unsigned char* smem = dyn_smem();
   RowInfo* rows = reinterpret_cast<RowInfo*>(smem + sp.rows);
   rows_flat(rows, static_cast<int64_t>(blockIdx.x) * kBM, a.N * a.Ho * a.Wo, a.Ho, a.Wo);
   __syncthreads();
   Producer prod{a, rows};
+  if constexpr (ProducerTraits<Producer>::async_copy) {
+    prod.prepare(smem + sp.p);
+    __syncthreads();
+  }
   gemm_tiles<T>(prod, static_cast<const T*>(a.w), Producer::gemm_k(a), a.groups, a.Cog, smem, sp, resident,
                 ConvEpilogue<T>{a, rows});
 }
@@ -237,7 +332,9 @@ cudaError_t launch_conv_gemm_t(const ConvGemmArgs& a, cudaStream_t stream) {
   cudaError_t err = rt::device_info(dev);
   if (err != cudaSuccess) return err;
   const LaunchPlan p = plan_gemm(ceil_div(M, kBM), a.groups * ceil_div(a.Cog, kBN), Producer::gemm_k(a), sizeof(T),
-                                 sizeof(acc_t<T>), dev.sms, dev.smem_optin, 0, false);
+                                 sizeof(acc_t<T>), dev.sms, dev.smem_optin, 0, false,
+                                 ProducerTraits<Producer>::async_copy, ProducerTraits<Producer>::scratch,
+                                 dev.async_copy);
   if (!p.ok) return cudaErrorInvalidConfiguration;
   auto* kernel = &conv_gemm_kernel<T, Producer>;
   err = rt::allow_smem(kernel, p.smem.bytes);

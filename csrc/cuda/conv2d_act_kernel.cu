@@ -12,33 +12,44 @@ namespace cnnkernels::cuda {
 
 namespace {
 
-// A[r][k] = x[n, oh*s - p + kh*d, ow*s - p + kw*d, g*Cg + c] with (kh, kw, c) = split_k(k), zero in the padding.
+// A[r][k] = x[n, oh*s - p + kh*d, ow*s - p + kw*d, g*Cg + c] with (kh, kw, c) = split_k(k), zero in the padding: a
+// plain copy, so it is issued as asynchronous copies (kAsyncCopy) of up to 16 bytes. The index math is hoisted: per
+// row once per block into shared memory (GatherRow), per column once per K chunk in each thread, which keeps the same
+// column for all its rows (kThreads is a multiple of the vectors per row); no division per element.
 template <typename T>
 struct GatherProducer {
   static constexpr int bk = chunk_k(sizeof(T));
+  static constexpr bool kAsyncCopy = true;
+  static constexpr int64_t kScratch = kBM * static_cast<int64_t>(sizeof(GatherRow));
   const ConvGemmArgs& a;
   const RowInfo* rows;
+  const GatherRow* table = nullptr;
+  int lv = 0;  // log2 of the elements per copy: Cg, ldx and x all allow it (copy_width_log2)
 
   static CNNKERNELS_HD int64_t gemm_k(const ConvGemmArgs& a) { return static_cast<int64_t>(a.kH) * a.kW * a.Cg; }
 
+  // Reads rows[], which the caller has synchronised; the caller synchronises again before the first produce().
+  __device__ __forceinline__ void prepare(unsigned char* scratch) {
+    GatherRow* t = reinterpret_cast<GatherRow*>(scratch);
+    for (int r = threadIdx.x; r < kBM; r += kThreads)
+      t[r] = gather_row(rows[r], a.H, a.W, a.ldx, a.sH, a.sW, a.pH, a.pW);
+    table = t;
+    lv = copy_width_log2<T>(a.x, a.ldx, a.Cg);
+  }
+
   __device__ __forceinline__ void produce(int g, int64_t k0, T* dst, int ldd) const {
     const T* __restrict__ x = static_cast<const T*>(a.x);
-    const int64_t K = gemm_k(a);
-    const int Cg = static_cast<int>(a.Cg);
-    const T zero = zero_of<T>();
-    for (int e = threadIdx.x; e < kBM * bk; e += kThreads) {
-      const int r = e / bk, kk = e % bk;
-      const int64_t k = k0 + kk;
-      T v = zero;
-      const RowInfo ri = rows[r];
-      if (ri.m >= 0 && k < K) {
-        const KPos kp = split_k(static_cast<int>(k), Cg, a.kW);
-        const int64_t ih = halo_origin(ri.h, a.sH, a.pH) + static_cast<int64_t>(kp.kh) * a.dH;
-        const int64_t iw = halo_origin(ri.w, a.sW, a.pW) + static_cast<int64_t>(kp.kw) * a.dW;
-        if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W)
-          v = x[nhwc_offset(ri.n, ih, iw, static_cast<int64_t>(g) * Cg + kp.c, a.H, a.W, a.ldx)];
-      }
-      dst[r * ldd + kk] = v;
+    const int lnv = ilog2(bk) - lv;  // log2 of the copies per row; a power of two dividing kThreads
+    const int kv = static_cast<int>(threadIdx.x) & ((1 << lnv) - 1);
+    const int64_t k = k0 + (kv << lv);  // the copy's columns divide Cg: same (kh, kw), all inside K or all outside
+    const bool k_in = k < gemm_k(a);
+    const GatherCol col = k_in ? gather_col(static_cast<int>(k), static_cast<int>(a.Cg), a.kW, a.dH, a.dW, a.W, a.ldx,
+                                            static_cast<int64_t>(g) * a.Cg)
+                               : GatherCol{0, 0, 0};
+    for (int r = static_cast<int>(threadIdx.x) >> lnv; r < kBM; r += kThreads >> lnv) {
+      const GatherRow row = table[r];
+      const bool ok = k_in && gather_inside(row, col, a.H, a.W);
+      copy_elems<T>(dst + r * ldd + (kv << lv), x + (ok ? static_cast<int64_t>(row.base + col.delta) : 0), ok, lv);
     }
   }
 };

@@ -25,7 +25,7 @@ __device__ __forceinline__ void rows_tile(RowInfo* rows, const TileOrigin& o, in
   for (int r = threadIdx.x; r < kBM; r += kThreads) {
     const int64_t oh = o.oh0 + r / tw, ow = o.ow0 + r % tw;
     rows[r] = (r < th * tw && oh < Ho && ow < Wo)
-                  ? RowInfo{(o.n * Ho + oh) * Wo + ow, o.n, static_cast<int>(oh), static_cast<int>(ow)}
+                  ? RowInfo{(o.n * Ho + oh) * Wo + ow, o.n, oh, ow}
                   : RowInfo{-1, 0, 0, 0};
   }
 }

@@ -77,12 +77,12 @@ CNNKERNELS_HD int64_t nhwc_offset(int64_t n, int64_t h, int64_t w, int64_t c, in
 // Linear output pixel m = (n * Ho + oh) * Wo + ow back to its coordinates.
 struct PixelPos {
   int64_t n;
-  int h, w;
+  int64_t h, w;  // an output may have 2**31 rows or columns or more
 };
 CNNKERNELS_HD PixelPos split_pixel(int64_t m, int64_t Ho, int64_t Wo) {
   const int64_t hw = Ho * Wo;
   const int64_t n = m / hw, r = m - n * hw;
-  return PixelPos{n, static_cast<int>(r / Wo), static_cast<int>(r % Wo)};
+  return PixelPos{n, r / Wo, r % Wo};
 }
 
 // Reduction index of the implicit GEMM, k = (kh * kW + kw) * Cg + c (channel fastest: matches the NHWC gather and the

@@ -86,7 +86,7 @@ cudaError_t launch_dwsep_t(const ConvGemmArgs& a, cudaStream_t stream) {
   cudaError_t err = rt::device_info(dev);
   if (err != cudaSuccess) return err;
   const LaunchPlan p = plan_dwsep(a.N, a.Ho, a.Wo, a.Cg, a.Cog, a.kH, a.kW, a.sH, a.sW, a.dH, a.dW, sizeof(T),
-                                  sizeof(acc_t<T>), dev.sms, dev.smem_optin);
+                                  sizeof(acc_t<T>), dev.sms, dev.smem_optin, dev.async_copy);
   if (p.th == 0) return launch_conv_gemm_t<T, DepthwiseProducer<T>>(a, stream);  // plans the same flat tiles again
   auto* kernel = &dwsep_tile_kernel<T>;
   err = rt::allow_smem(kernel, p.smem.bytes);

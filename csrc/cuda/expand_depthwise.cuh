@@ -23,7 +23,7 @@ struct ExpandDepthwise {
   // Little per-thread state, most of it 32-bit: it stays live across the projection GEMM, whose accumulators need the
   // registers (the kernels spilled with 64-bit halo coordinates, and a 64-bit division per staged element was a
   // called subroutine). Halo coordinates fit in 32 bits because the halo fits in shared memory
-  // (plan_inverted_residual); output rows and columns are int in RowInfo already.
+  // (plan_inverted_residual), and so do output rows and columns (plan_inverted_residual rejects larger outputs).
   int64_t base;    // image pixel (n * H + ih0) * W + iw0 of the halo origin (ih0, iw0 may be negative: padding)
   int oh0, ow0;    // first output pixel of the tile
   int IH, IW;      // halo extent

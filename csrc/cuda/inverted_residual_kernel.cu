@@ -38,7 +38,8 @@ cudaError_t launch_inverted_residual_t(const InvResArgs& a, cudaStream_t stream)
   cudaError_t err = rt::device_info(dev);
   if (err != cudaSuccess) return err;
   const LaunchPlan p = plan_inverted_residual(a.N, a.Ho, a.Wo, a.stride, a.kH, a.kW, a.hidden, a.Cout,
-                                              a.ew != nullptr, sizeof(T), sizeof(acc_t<T>), dev.sms, dev.smem_optin);
+                                              a.ew != nullptr, sizeof(T), sizeof(acc_t<T>), dev.sms, dev.smem_optin,
+                                              dev.async_copy);
   if (!p.ok) return cudaErrorInvalidConfiguration;
   auto* kernel = &inverted_residual_kernel<T>;
   err = rt::allow_smem(kernel, p.smem.bytes);

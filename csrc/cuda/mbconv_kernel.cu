@@ -35,7 +35,7 @@ template <typename T>
 cudaError_t launch_mbconv_depthwise(const InvResArgs& a, void* d, const rt::DeviceInfo& dev, cudaStream_t stream) {
   // The inverted residual's tile plan with a single column tile: this kernel has no GEMM after the depthwise.
   const LaunchPlan p = plan_inverted_residual(a.N, a.Ho, a.Wo, a.stride, a.kH, a.kW, a.hidden, 1, a.ew != nullptr,
-                                              sizeof(T), sizeof(acc_t<T>), dev.sms, dev.smem_optin);
+                                              sizeof(T), sizeof(acc_t<T>), dev.sms, dev.smem_optin, dev.async_copy);
   if (!p.ok) return cudaErrorInvalidConfiguration;
   auto* kernel = &mbconv_depthwise_kernel<T>;
   const cudaError_t err = rt::allow_smem(kernel, p.smem.bytes);

@@ -81,7 +81,7 @@ cudaError_t launch_up_concat_conv_t(const UpConcatArgs& u, cudaStream_t stream) 
   if (err != cudaSuccess) return err;
   const int64_t K = UpConcatProducer<T>::gemm_k(u);
   const LaunchPlan p = plan_gemm(ceil_div(M, kBM), ceil_div(a.Cog, kBN), K, sizeof(T), sizeof(acc_t<T>), dev.sms,
-                                 dev.smem_optin, 0, false);
+                                 dev.smem_optin, 0, false, false, 0, dev.async_copy);
   if (!p.ok) return cudaErrorInvalidConfiguration;
   auto* kernel = &up_concat_conv_kernel<T>;
   err = rt::allow_smem(kernel, p.smem.bytes);

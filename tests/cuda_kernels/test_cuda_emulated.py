@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,10 @@ class Emu:
     def configure(self, sms, smem):
         self.handle.cnnk_emu_configure(sms, smem)
 
+    def async_copies(self, on):
+        """cp.async emulated as on sm_80+ (True) or copies completed at once, as the sm_75 build makes them (False)."""
+        self.handle.cnnk_emu_async_copies(int(on))
+
     def last_launch(self):
         buf = (ctypes.c_int64 * 4)()
         self.handle.cnnk_emu_last_launch(buf)
@@ -106,6 +111,7 @@ def emu():
     e = Emu(path)
     yield e
     e.configure(*DEFAULT_DEVICE)
+    e.async_copies(True)
 
 
 ALL_CASES = [(op, cid) for op, cases in CASES.items() for cid, _ in cases]
@@ -154,6 +160,95 @@ def test_launch_variants(emu, op, case, dtype, device):
         assert rec["grid_y"] == 1
     if device == "many_sms" and op != "inception_block":
         assert rec["grid_y"] > 1 or y.shape[1] <= 64
+
+
+# The GEMM kernels on a device without cp.async, what the sm_75 build runs: compat.cuh's async_copy is a plain load and
+# store, and conv_gemm_kernel's launchers plan single buffers (gemm_tiles' unpipelined loop; the inverted residual and
+# up_concat_conv keep their pipelined loop, with synchronous copies). One case per producer; fp16 (WMMA) with A chunked,
+# fp64 with A resident where it fits (DEVICES).
+SYNC_COPY_CASES = [("conv2d_act", "3x3_res_relu6_2coltiles"), ("conv2d_act", "7x7_s2_stem"),
+                   ("conv2d_act", "grouped"), ("dwsep_conv2d", "s2_2coltiles"), ("inception_block", "wide"),
+                   ("inverted_residual", "expand_s2_2coltiles"), ("mbconv", "se_2coltiles"),
+                   ("up_concat_conv", "2coltiles_silu")]
+
+
+@pytest.mark.parametrize("dtype,device", [(torch.float16, "many_sms"), (torch.float64, "one_sm")],
+                         ids=["fp16-many_sms", "fp64-one_sm"])
+@pytest.mark.parametrize("op,case", SYNC_COPY_CASES, ids=[f"{o}-{c}" for o, c in SYNC_COPY_CASES])
+def test_synchronous_copies(emu, op, case, dtype, device):
+    emu.configure(*DEVICES[device])
+    emu.async_copies(False)
+    try:
+        args = cast(_args(op, case), dtype, fmt=torch.channels_last)
+        y = emu.op(op)(*args)
+    finally:
+        emu.async_copies(True)
+        emu.configure(*DEFAULT_DEVICE)
+    assert_close_to_reference(op, y, args, dtype)
+
+
+# ---- the emulation of cp.async itself (csrc/cuda/emu/async_copy_probe.cpp) -------------------------------------------
+PROBE_N = 64
+POISON_F32 = torch.tensor([0x7F7F7F7F], dtype=torch.int32).view(torch.float32).item()  # shim.h's poison byte 0x7f
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    src = EMU_SRC / "async_copy_probe.cpp"
+    if not src.exists():
+        skip_or_fail("the CUDA sources are not here (tests run outside a source checkout)")
+    inc = _cuda_include()
+    cxx = shutil.which(os.environ.get("CXX", "")) or shutil.which("c++") or shutil.which("g++")
+    if inc is None or cxx is None:
+        skip_or_fail("the cp.async probe needs a C++ compiler and the CUDA headers")
+    out = tmp_path_factory.mktemp("cuda_emu_probe") / "libcnnk_async_copy_probe.so"
+    subprocess.run([cxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-fvisibility=hidden", f"-I{ROOT / 'csrc'}",
+                    f"-I{inc}", str(src), "-o", str(out)], check=True)
+    lib = ctypes.CDLL(str(out))
+    lib.cnnk_probe_async_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.cnnk_probe_async_copy.restype = ctypes.c_int
+
+    def run(mode, asynchronous=True):
+        src_vals = torch.arange(1, 2 * PROBE_N + 1, dtype=torch.float32)
+        out = torch.zeros(2 * PROBE_N, dtype=torch.float32)
+        err = lib.cnnk_probe_async_copy(src_vals.data_ptr(), out.data_ptr(), mode, int(asynchronous))
+        return err, out, src_vals
+    return run
+
+
+PROBE_MODES = {"correct": 0, "no_wait": 1, "no_barrier": 2, "wait_leaves_newest": 3, "overwrite_while_read": 4,
+               "exit_pending": 5, "zero_fill": 6}
+
+
+def _neighbours(v):
+    return torch.roll(v, -1)
+
+
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["sm80", "sm75"])
+def test_emulated_cp_async_correct_use(probe, asynchronous):
+    err, out, src = probe(PROBE_MODES["correct"], asynchronous)
+    assert err == 0 and torch.equal(out[:PROBE_N], _neighbours(src[:PROBE_N]))
+    err, out, src = probe(PROBE_MODES["zero_fill"], asynchronous)
+    want = _neighbours(torch.where(torch.arange(PROBE_N) % 2 == 0, src[:PROBE_N], 0.0))
+    assert err == 0 and torch.equal(out[:PROBE_N], want)
+    err, out, src = probe(PROBE_MODES["wait_leaves_newest"], asynchronous)
+    assert err == 0 and torch.equal(out[:PROBE_N], _neighbours(src[:PROBE_N]))  # the older group has landed
+    if not asynchronous:
+        assert torch.equal(out[PROBE_N:], src[PROBE_N:])
+
+
+def test_emulated_cp_async_shows_misuse(probe):
+    # Each of these is a bug on a GPU with cp.async; the emulation must turn it into poison or a fault.
+    err, out, _ = probe(PROBE_MODES["no_wait"])
+    assert err == 0 and torch.all(out[:PROBE_N] == POISON_F32)  # every thread read its copy before waiting
+    err, out, src = probe(PROBE_MODES["wait_leaves_newest"])
+    assert err == 0 and torch.all(out[PROBE_N:] == POISON_F32)  # async_wait<1>: the newest group still pending
+    for mode in ["no_barrier", "overwrite_while_read"]:
+        err, out, _ = probe(PROBE_MODES[mode])
+        poisoned = int((out[:PROBE_N] == POISON_F32).sum())
+        assert err == 0 and poisoned >= PROBE_N // 2, (mode, poisoned)
+    err, _, _ = probe(PROBE_MODES["exit_pending"])
+    assert err != 0  # a copy still queued when its thread exits
 
 
 @pytest.mark.parametrize("op", list(CASES))

@@ -29,7 +29,8 @@ I64, I32, F32, F64 = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_doub
 P64, P32 = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int)
 
 PLAN_FIELDS = ["bk", "lda", "ldb", "ldc", "lde", "ldx", "ldw", "ldce", "rows", "a", "b", "e", "c", "x", "w", "ce",
-               "bytes"]
+               "a2", "b2", "p", "bytes"]
+LAUNCH_LEN = 6 + len(PLAN_FIELDS)  # ok, resident, grid_x, grid_y, th, tw, then the plan
 ACT = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}  # cuda::Act
 GATE = {"sigmoid": 0, "hardsigmoid": 1}  # cuda::Gate
 KIB = 1024
@@ -61,6 +62,8 @@ def lib(tmp_path_factory):
         "cnnk_nhwc_offset": (I64, [I64] * 7),
         "cnnk_split_pixel": (None, [I64, I64, I64, P64]),
         "cnnk_split_k": (None, [I32, I32, I32, P32]),
+        "cnnk_row_info": (None, [I64, I64, I64, I64, P64]),
+        "cnnk_gather_offset": (None, [I64, I64, I64, I64, I32, I32, I64, I64, I64] + [I32] * 8 + [P64]),
         "cnnk_halo_origin": (I64, [I64] * 3),
         "cnnk_halo_extent": (I64, [I64] * 4),
         "cnnk_clamp_range": (None, [I64, I64, I64, P64]),
@@ -71,8 +74,8 @@ def lib(tmp_path_factory):
         "cnnk_max_nan_f32": (F32, [F32, F32]),
         "cnnk_chunk_k": (I32, [I32]),
         "cnnk_constants": (None, [P64]),
-        "cnnk_plan_smem": (None, [I32, I32, I64, I64, I32, P64]),
-        "cnnk_plan_gemm": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, P64]),
+        "cnnk_plan_smem": (None, [I32, I32, I64, I64, I32, I32, I32, I64, P64]),
+        "cnnk_plan_gemm": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I64, I32, P64]),
         "cnnk_plan_inverted_residual": (None, [I64, I64, I64, I32, I32, I32, I64, I64, I32, I32, I32, I32, I64, P64]),
         "cnnk_plan_depthwise": (None, [I64, I64, I64, I64] + [I32] * 7 + [I64, P64]),
         "cnnk_plan_dwsep": (None, [I64] * 5 + [I32] * 9 + [I64, P64]),
@@ -95,8 +98,8 @@ def _plan(values):
 
 @pytest.fixture(scope="module")
 def consts(lib):
-    v = _out(lib, "cnnk_constants", 6)
-    return dict(zip(["threads", "bm", "bn", "align", "resident_cap", "rowinfo"], v))
+    v = _out(lib, "cnnk_constants", 7)
+    return dict(zip(["threads", "bm", "bn", "align", "resident_cap", "rowinfo", "gatherrow"], v))
 
 
 # ---- index math ------------------------------------------------------------------------------------------------------
@@ -235,10 +238,16 @@ def test_max_nan_propagates_like_max_pool2d(lib):
 
 # ---- shared-memory plans ----------------------------------------------------------------------------------------------
 
-def _regions(p, consts, t_bytes, acc_bytes, halo, expand):
+def _regions(p, consts, t_bytes, acc_bytes, halo, expand, scratch=0):
     bm = consts["bm"]
     r = {"rows": (p["rows"], bm * consts["rowinfo"]), "a": (p["a"], bm * p["lda"] * t_bytes),
          "b": (p["b"], p["bk"] * p["ldb"] * t_bytes)}
+    if p["a2"] != p["a"]:
+        r["a2"] = (p["a2"], bm * p["lda"] * t_bytes)
+    if p["b2"] != p["b"]:
+        r["b2"] = (p["b2"], p["bk"] * p["ldb"] * t_bytes)
+    if scratch:
+        r["p"] = (p["p"], scratch)
     if halo:
         r["e"] = (p["e"], halo * p["lde"] * acc_bytes)
     staging = {}
@@ -256,18 +265,28 @@ def _disjoint(a, b):
     return a[0] + a[1] <= b[0] or b[0] + b[1] <= a[0]
 
 
+# (A buffers, B buffers, producer scratch bytes): the single-buffer layout, and the pipelined one with the gather's rows
+BUFFERS = {"single": (1, 1, 0), "double": (2, 2, 64 * 24)}
+
+
+@pytest.mark.parametrize("bufs", list(BUFFERS))
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("k_resident", [0, 1, 31, 32, 33, 576, 960])
 @pytest.mark.parametrize("halo,expand", [(0, False), (100, False), (100, True), (289, True)])
-def test_smem_plan_layout(lib, consts, dtype, k_resident, halo, expand):
+def test_smem_plan_layout(lib, consts, dtype, k_resident, halo, expand, bufs):
     t_bytes, acc_bytes = DTYPES[dtype]
-    p = _plan(_out(lib, "cnnk_plan_smem", 17, t_bytes, acc_bytes, k_resident, halo, int(expand)))
+    a_bufs, b_bufs, scratch = BUFFERS[bufs]
+    p = _plan(_out(lib, "cnnk_plan_smem", len(PLAN_FIELDS), t_bytes, acc_bytes, k_resident, halo, int(expand), a_bufs,
+                   b_bufs, scratch))
+    # a second A buffer only for A per chunk (a resident A holds every chunk already)
+    assert (p["a2"] != p["a"]) == (a_bufs == 2 and k_resident == 0)
+    assert (p["b2"] != p["b"]) == (b_bufs == 2)
     assert p["bk"] == lib.cnnk_chunk_k(t_bytes) == (16 if t_bytes == 8 else 32)
     k_cols = p["bk"] if k_resident == 0 else math.ceil(k_resident / p["bk"]) * p["bk"]
     assert p["lda"] >= k_cols  # the A tile holds every K column it is given
     assert p["ldb"] >= consts["bn"] and p["ldc"] >= consts["bn"]
     assert min(p["lde"], p["ldx"], p["ldw"], p["ldce"]) >= p["bk"]
-    persistent, staging = _regions(p, consts, t_bytes, acc_bytes, halo, expand)
+    persistent, staging = _regions(p, consts, t_bytes, acc_bytes, halo, expand, scratch)
     for off, _ in list(persistent.values()) + list(staging.values()):
         assert off % consts["align"] == 0
     for (na, ra), (nb, rb) in itertools.combinations(persistent.items(), 2):
@@ -289,7 +308,7 @@ def test_smem_plan_layout(lib, consts, dtype, k_resident, halo, expand):
 
 def test_gemm_plan_grid_and_residency(lib, consts):
     def plan(row_tiles, col_tiles, K, sms, smem, t_bytes=2, acc=4):
-        v = _out(lib, "cnnk_plan_gemm", 23, row_tiles, col_tiles, K, t_bytes, acc, sms, smem, 0, 0)
+        v = _out(lib, "cnnk_plan_gemm", LAUNCH_LEN, row_tiles, col_tiles, K, t_bytes, acc, sms, smem, 0, 0, 0, 0, 1)
         return dict(ok=v[0], resident=v[1], gx=v[2], gy=v[3], plan=_plan(v[6:]))
 
     big = plan(10000, 8, 576, 132, 227 * KIB)  # plenty of pixel tiles: no column split, the block walks all 8 tiles
@@ -324,8 +343,8 @@ def test_inverted_residual_plan_fits_every_target(lib, consts, device, dtype, k)
     limit = DEVICE_SMEM[device]
     for C, hidden, Cout, H, s in MBV2:
         Ho = (H - 1) // s + 1
-        v = _out(lib, "cnnk_plan_inverted_residual", 23, 1, Ho, Ho, s, k, k, hidden, Cout, int(hidden != C), t_bytes,
-                 acc_bytes, 80, limit)
+        v = _out(lib, "cnnk_plan_inverted_residual", LAUNCH_LEN, 1, Ho, Ho, s, k, k, hidden, Cout, int(hidden != C),
+                 t_bytes, acc_bytes, 80, limit)
         ok, resident, gx, gy, th, tw = v[:6]
         p = _plan(v[6:])
         assert ok, (C, hidden, Cout, H, s)
@@ -343,7 +362,7 @@ def test_inverted_residual_plan_fits_every_target(lib, consts, device, dtype, k)
 def test_inverted_residual_plan_falls_back_to_smaller_tiles(lib):
     sizes = []
     for limit in [227, 64, 40, 30, 24]:
-        v = _out(lib, "cnnk_plan_inverted_residual", 23, 1, 56, 56, 2, 7, 7, 144, 32, 1, 8, 8, 80, limit * KIB)
+        v = _out(lib, "cnnk_plan_inverted_residual", LAUNCH_LEN, 1, 56, 56, 2, 7, 7, 144, 32, 1, 8, 8, 80, limit * KIB)
         if v[0]:
             sizes.append(v[4] * v[5])
             assert v[6 + PLAN_FIELDS.index("bytes")] <= limit * KIB
@@ -355,8 +374,8 @@ def test_inverted_residual_plan_with_huge_stride(lib, stride):
     # Stride up to its cap (2**31 - 1): the halo of an 8x8 output tile spans ~7 * stride rows and columns, whose product
     # overflowed int64 (2**26 and up) and could wrap to a size that "fit". Only the 1x1 tile fits; one output pixel.
     for dtype, (t_bytes, acc_bytes) in DTYPES.items():
-        v = _out(lib, "cnnk_plan_inverted_residual", 23, 1, 1, 1, stride, 5, 5, 24, 8, 1, t_bytes, acc_bytes, 80,
-                 DEVICE_SMEM["sm90"])
+        v = _out(lib, "cnnk_plan_inverted_residual", LAUNCH_LEN, 1, 1, 1, stride, 5, 5, 24, 8, 1, t_bytes, acc_bytes,
+                 80, DEVICE_SMEM["sm90"])
         ok, resident, gx, gy, th, tw = v[:6]
         p = _plan(v[6:])
         assert ok and (th, tw) == (1, 1) and gx == 1, (dtype, v[:6])
@@ -431,7 +450,7 @@ def test_depthwise_plans_with_huge_window_params(lib, big):
                                       acc_bytes, DEVICE_SMEM["sm90"])
             assert p["ok"] == (s in [(big, 2), (1, big)]), (s, d, acc_bytes)
             for dtype, (t_bytes, acc) in DTYPES.items():
-                v = _out(lib, "cnnk_plan_dwsep", 23, 1, 1, 1, 4, 70, 3, 3, s[0], s[1], d[0], d[1], t_bytes, acc, 80,
+                v = _out(lib, "cnnk_plan_dwsep", LAUNCH_LEN, 1, 1, 1, 4, 70, 3, 3, s[0], s[1], d[0], d[1], t_bytes, acc, 80,
                          DEVICE_SMEM["sm90"])
                 assert v[0] and v[4] == v[5] == 0 and v[2] == 1, (s, d, dtype)  # one pixel: flattened rows
 
@@ -448,7 +467,7 @@ def test_dwsep_plan_fits_every_target(lib, consts, device, dtype):
     limit = DEVICE_SMEM[device]
     for C, Cout, Ho, s in MBV1:
         for k, d in [(3, 1), (5, 1), (3, 2)]:
-            v = _out(lib, "cnnk_plan_dwsep", 23, 2, Ho, Ho, C, Cout, k, k, s, s, d, d, t_bytes, acc_bytes, 80, limit)
+            v = _out(lib, "cnnk_plan_dwsep", LAUNCH_LEN, 2, Ho, Ho, C, Cout, k, k, s, s, d, d, t_bytes, acc_bytes, 80, limit)
             ok, resident, gx, gy, th, tw = v[:6]
             p = _plan(v[6:])
             assert ok and p["bytes"] <= limit, (C, Cout, Ho, s, k, d)
@@ -463,5 +482,132 @@ def test_dwsep_plan_fits_every_target(lib, consts, device, dtype):
             if resident:
                 assert p["lda"] >= C
         if dtype != "fp64" and device != "sm75":  # the MobileNet v1 3x3 layers all get 8x8 tiles where memory allows
-            v = _out(lib, "cnnk_plan_dwsep", 23, 2, Ho, Ho, C, Cout, 3, 3, s, s, 1, 1, t_bytes, acc_bytes, 80, limit)
+            v = _out(lib, "cnnk_plan_dwsep", LAUNCH_LEN, 2, Ho, Ho, C, Cout, 3, 3, s, s, 1, 1, t_bytes, acc_bytes, 80, limit)
             assert (v[4], v[5]) == (8, 8), (C, Ho, s)
+
+
+# ---- the GEMM pipeline's buffers and the 64-bit gather ---------------------------------------------------------------
+
+def _gemm_plan(lib, row_tiles, col_tiles, K, dtype, sms, smem, async_a=False, scratch=0, pipelined=True):
+    t_bytes, acc_bytes = DTYPES[dtype]
+    v = _out(lib, "cnnk_plan_gemm", LAUNCH_LEN, row_tiles, col_tiles, K, t_bytes, acc_bytes, sms, smem, 0, 0,
+             int(async_a), scratch, int(pipelined))
+    p = _plan(v[6:])
+    return dict(ok=v[0], resident=v[1], a2=p["a2"] != p["a"], b2=p["b2"] != p["b"], bytes=p["bytes"])
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_gemm_plan_double_buffers(lib, consts, dtype):
+    gather = dict(async_a=True, scratch=consts["bm"] * consts["gatherrow"])  # the im2col gather (conv2d_act_kernel.cu)
+    # A per chunk: both buffers doubled for the gather, only B for a producer that computes A; also without an opt-in
+    # (48 KiB, test_launch_variants' small_smem device), fp64 included
+    for smem in [48 * KIB, 227 * KIB]:
+        p = _gemm_plan(lib, 10000, 1, 576, dtype, 132, smem, **gather)
+        assert p["ok"] and not p["resident"] and p["a2"] and p["b2"] and p["bytes"] <= smem
+        p = _gemm_plan(lib, 10000, 1, 576, dtype, 132, smem)
+        assert p["ok"] and not p["resident"] and not p["a2"] and p["b2"]
+    # resident A: one A buffer, two B buffers
+    p = _gemm_plan(lib, 10000, 8, 96, dtype, 132, 227 * KIB, **gather)
+    assert p["ok"] and p["resident"] and not p["a2"] and p["b2"]
+    # no cp.async (sm_75): single buffers, resident or not (a second one would only cost blocks per SM)
+    for cols in [1, 8]:
+        p = _gemm_plan(lib, 10000, cols, 96, dtype, 132, 99 * KIB, pipelined=False, **gather)
+        assert p["ok"] and p["resident"] == (cols > 1) and not p["a2"] and not p["b2"]
+    # too tight for the second buffers: the single-buffer layout, still a valid plan
+    single = _plan(_out(lib, "cnnk_plan_smem", len(PLAN_FIELDS), *DTYPES[dtype], 0, 0, 0, 1, 1, gather["scratch"]))
+    p = _gemm_plan(lib, 10000, 1, 576, dtype, 132, single["bytes"], **gather)
+    assert p["ok"] and not p["a2"] and not p["b2"] and p["bytes"] == single["bytes"]
+    assert not _gemm_plan(lib, 10000, 1, 576, dtype, 132, single["bytes"] - 1, **gather)["ok"]
+
+
+def test_gemm_plan_rejects_what_32_bit_grids_and_k_cannot_hold(lib):
+    # grid.x is one block per 64 output pixels (at most 2**31 - 1 blocks) and K is split in 32-bit ints: the launchers
+    # fail (cudaErrorInvalidConfiguration) instead of launching a truncated grid. Plans only: nothing is allocated.
+    assert _gemm_plan(lib, 2**31 - 1, 1, 9, "fp16", 132, 227 * KIB)["ok"]
+    assert not _gemm_plan(lib, 2**31, 1, 9, "fp16", 132, 227 * KIB)["ok"]
+    assert _gemm_plan(lib, 100, 1, 2**31 - 1, "fp32", 132, 227 * KIB)["ok"]
+    assert not _gemm_plan(lib, 100, 1, 2**31, "fp32", 132, 227 * KIB)["ok"]
+
+
+def test_inverted_residual_plan_rejects_rows_or_columns_past_int32(lib):
+    # The expansion + depthwise tile state (expand_depthwise.cuh) holds output rows and columns in 32 bits, to stay
+    # within its register budget: larger outputs get no plan (the launch fails) instead of wrapped coordinates.
+    for Ho, Wo, ok in [(2**31 - 1, 1, True), (2**31, 1, False), (1, 2**31 - 1, True), (1, 2**31, False)]:
+        v = _out(lib, "cnnk_plan_inverted_residual", LAUNCH_LEN, 1, Ho, Wo, 1, 3, 3, 96, 16, 1, 2, 4, 132, 227 * KIB)
+        assert bool(v[0]) == ok, (Ho, Wo)
+
+
+def test_row_info_holds_rows_and_columns_past_int32(lib):
+    # RowInfo keeps the output row and column in 64 bits: outputs 2**31 + 5 rows high or wide
+    big = 2**31 + 5
+    for N, Ho, Wo in [(1, big, 1), (2, 1, big), (3, big, 2), (1, 3, 2**33 + 1)]:
+        M = N * Ho * Wo
+        for m in [0, 1, M // 2 + 7, M - 2, M - 1]:
+            n, rem = divmod(m, Ho * Wo)
+            assert _out(lib, "cnnk_row_info", 4, m, M, Ho, Wo) == [m, n, rem // Wo, rem % Wo], (N, Ho, Wo, m)
+        assert _out(lib, "cnnk_row_info", 4, M, M, Ho, Wo)[0] == -1  # past the output: marked
+        assert _out(lib, "cnnk_row_info", 4, M + 63, M, Ho, Wo)[0] == -1
+
+
+def _gather_ref(n, h, w, k, g, H, W, ld, Cg, kW, s, p, d):
+    """Offset and inside-ness of the im2col element (row (n, h, w), column k of group g), in Python integers."""
+    t, c = divmod(k, Cg)
+    kh, kw = divmod(t, kW)
+    ih, iw = h * s[0] - p[0] + kh * d[0], w * s[1] - p[1] + kw * d[1]
+    inside = 0 <= ih < H and 0 <= iw < W
+    return ((n * H + ih) * W + iw) * ld + g * Cg + c, inside
+
+
+def _gather(lib, n, h, w, k, g, H, W, ld, Cg, kW, s, p, d, m=0):
+    off, inside = _out(lib, "cnnk_gather_offset", 2, m, n, h, w, k, g, H, W, ld, Cg, kW, s[0], s[1], p[0], p[1], d[0],
+                       d[1])
+    return off, bool(inside)
+
+
+def test_gather_offsets_match_the_im2col_element(lib):
+    # The hoisted gather (row base + column delta, no division per element) against the element it must read.
+    rng = random.Random(3)
+    for _ in range(400):
+        H, W, Cg, groups = rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 7), rng.randint(1, 3)
+        kH, kW = rng.randint(1, 4), rng.randint(1, 4)
+        s, p, d = [(rng.randint(1, 3), rng.randint(1, 3)) for _ in range(3)]
+        p = (p[0] - 1, p[1] - 1)
+        ld = groups * Cg + rng.randint(0, 3)  # a channel slice of a wider tensor
+        n, h, w = rng.randint(0, 3), rng.randint(0, 5), rng.randint(0, 5)
+        k, g = rng.randrange(kH * kW * Cg), rng.randrange(groups)
+        want_off, want_in = _gather_ref(n, h, w, k, g, H, W, ld, Cg, kW, s, p, d)
+        off, inside = _gather(lib, n, h, w, k, g, H, W, ld, Cg, kW, s, p, d)
+        assert inside == want_in
+        if inside:
+            assert off == want_off
+
+
+def test_gather_offsets_past_int32_and_with_huge_windows(lib):
+    # Offsets past 2**31 and 2**32 stay exact; strides, padding and dilation at 2**31 - 1 make the row base or the
+    # column delta overflow on its own (they are kept modulo 2**64), yet every element inside the input gets its exact
+    # offset and every one outside is recognised.
+    mx = 2**31 - 1
+    cases = [
+        # (n, h, w, k, g, H, W, ld, Cg, kW, stride, padding, dilation)
+        (2, 39999, 39999, 1023, 0, 40000, 40000, 1024, 1024, 1, (1, 1), (0, 0), (1, 1)),
+        (0, 2**31 + 3, 0, 0, 0, 2**31 + 9, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1)),      # output row past int32
+        (0, 0, 2**32 + 1, 5, 1, 1, 2**32 + 2, 16, 8, 1, (1, 1), (0, 0), (1, 1)),     # output column past 2**32
+        (1, 1, 1, 0, 0, 7, 5, 3, 3, 1, (mx, mx), (0, 0), (1, 1)),                     # stride: far outside
+        (1, 0, 0, 2 * 3 + 1, 0, 7, 5, 3, 3, 3, (mx, mx), (mx, mx), (mx, mx)),         # padding cancelled by dilation
+        (0, 0, 0, 4 * 3, 0, 7, 5, 3, 3, 3, (1, 1), (mx, mx), (mx, mx)),
+        (0, 3, 2, 8, 0, 9, 9, 3, 3, 3, (mx, 1), (mx - 1, 0), (1, 1)),
+        (0, 2**31 + 3, 0, 0, 0, 7, 5, 3, 3, 1, (mx, 1), (0, 0), (1, 1)),              # row base past 2**64: outside
+    ]
+    seen_inside = seen_outside = 0
+    for (n, h, w, k, g, H, W, ld, Cg, kW, s, p, d) in cases:
+        want_off, want_in = _gather_ref(n, h, w, k, g, H, W, ld, Cg, kW, s, p, d)
+        off, inside = _gather(lib, n, h, w, k, g, H, W, ld, Cg, kW, s, p, d)
+        assert inside == want_in, (n, h, w, k, H, W, s, p, d)
+        if inside:
+            assert off == want_off
+            seen_inside += 1
+        else:
+            seen_outside += 1
+    assert seen_inside >= 4 and seen_outside >= 2
+    # a row outside the output (m < 0) reads nothing
+    assert not _gather(lib, 0, 0, 0, 0, 0, 7, 5, 3, 3, 1, (1, 1), (0, 0), (1, 1), m=-1)[1]

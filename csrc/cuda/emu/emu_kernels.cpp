@@ -19,6 +19,9 @@ CNNKERNELS_EMU_API void cnnk_emu_configure(int sms, int64_t smem_optin) {
   cnnkernels::cuda::emu::g_config = cnnkernels::cuda::emu::Config{sms, smem_optin};
 }
 
+// 1: cp.async emulated asynchronously (sm_80 and later), 0: synchronous copies (the sm_75 build).
+CNNKERNELS_EMU_API void cnnk_emu_async_copies(int on) { cnnkernels::cuda::emu::g_async_copies = on != 0; }
+
 // grid.x, grid.y, dynamic shared memory bytes and the number of launches so far.
 CNNKERNELS_EMU_API void cnnk_emu_last_launch(int64_t* out) {
   const auto& r = cnnkernels::cuda::emu::g_record;

@@ -10,6 +10,12 @@
 //     past the planned size is reported);
 //   - nvcuda::wmma: fragments hold the whole 16x16 tile in every lane; load/mma/store follow the documented semantics
 //     and check its preconditions (32-byte aligned pointers, ldm a multiple of 16 bytes);
+//   - cp.async (compat.cuh's async_copy / async_commit / async_wait): a copy poisons its destination when issued and
+//     is queued per thread; async_wait<N> performs the thread's groups except the N newest, and a copy still queued
+//     when its thread exits is reported as a fault. So reading a buffer before waiting for it, reading another thread's
+//     copies without a barrier after its wait, or issuing into a buffer that another thread still reads shows as
+//     poison in the output. g_async_copies = false makes the copies synchronous instead, and the device one without
+//     cp.async (rt::DeviceInfo::async_copy): the sm_75 build's behaviour;
 //   - the runtime calls of compat.cuh (device attributes: configurable, see cnnk_emu_configure).
 // Not emulated: warps running in lockstep, memory-model effects, tensor-core rounding, performance.
 #include <cuda_bf16.h>
@@ -21,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <type_traits>
@@ -61,6 +68,26 @@ inline void fault(cudaError_t e, const char* what) {
   }
 }
 
+// The emulated device's copy engine: true: cp.async semantics (sm_80 and later), false: synchronous copies (sm_75).
+inline bool g_async_copies = true;
+
+struct PendingCopy {
+  void* dst;
+  const void* src;  // null: zero-fill
+  int bytes;
+};
+// One thread's cp.async state: copies issued since its last commit, and its committed groups, oldest first.
+struct CopyQueue {
+  std::vector<PendingCopy> open;
+  std::deque<std::vector<PendingCopy>> groups;
+  bool empty() const {
+    for (const auto& g : groups)
+      if (!g.empty()) return false;
+    return open.empty();
+  }
+};
+inline std::vector<CopyQueue> g_copies;  // per thread of the running block
+
 enum class FiberState { Runnable, AtBarrier, Done };
 struct Fiber {
   ucontext_t ctx;
@@ -100,6 +127,7 @@ cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
   const std::function<void()> body = [&] { kernel(args...); };
   g_body = &body;
   g_fibers.resize(nt);
+  g_copies.assign(nt, CopyQueue{});
   if (g_stacks.size() < nt * kStack) g_stacks.resize(nt * kStack);
   for (unsigned z = 0; z < grid.z && !g_fault; ++z)
     for (unsigned y = 0; y < grid.y && !g_fault; ++y)
@@ -137,6 +165,11 @@ cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
             break;
           }
         }
+        for (CopyQueue& q : g_copies)
+          if (!q.empty()) {
+            fault(cudaErrorLaunchFailure, "cp.async copies still pending when their thread exited (missing wait)");
+            q = CopyQueue{};
+          }
         for (size_t i = 0; i < kCanary; ++i)
           if (g_smem[smem + i] != 0xa5) {
             fault(cudaErrorIllegalAddress, "write past the dynamic shared memory size");
@@ -224,15 +257,48 @@ namespace cnnkernels::cuda {
 
 inline unsigned char* dyn_smem() { return emu::g_smem; }
 
+template <int Bytes>
+inline void async_copy(void* dst, const void* src, bool valid) {
+  static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16, "cp.async copies 4, 8 or 16 bytes");
+  if (reinterpret_cast<uintptr_t>(dst) % Bytes != 0 || (valid && reinterpret_cast<uintptr_t>(src) % Bytes != 0))
+    emu::fault(cudaErrorMisalignedAddress, "cp.async: address not aligned to the copy size");
+  if (static_cast<unsigned char*>(dst) < emu::g_smem)
+    emu::fault(cudaErrorIllegalAddress, "cp.async: destination outside the dynamic shared memory");
+  if (!emu::g_async_copies) {
+    valid ? std::memcpy(dst, src, Bytes) : std::memset(dst, 0, Bytes);
+    return;
+  }
+  std::memset(dst, 0x7f, Bytes);  // undefined until the copy is waited for
+  emu::g_copies[emu::g_current].open.push_back(emu::PendingCopy{dst, valid ? src : nullptr, Bytes});
+}
+
+inline void async_commit() {
+  if (!emu::g_async_copies) return;
+  emu::CopyQueue& q = emu::g_copies[emu::g_current];
+  q.groups.push_back(std::move(q.open));
+  q.open.clear();
+}
+
+template <int N>
+inline void async_wait() {
+  emu::CopyQueue& q = emu::g_copies[emu::g_current];
+  while (q.groups.size() > static_cast<size_t>(N)) {
+    for (const emu::PendingCopy& c : q.groups.front())
+      c.src ? std::memcpy(c.dst, c.src, c.bytes) : std::memset(c.dst, 0, c.bytes);
+    q.groups.pop_front();
+  }
+}
+
 namespace rt {
 
 struct DeviceInfo {
   int sms;
   int64_t smem_optin;
+  bool async_copy;
 };
 
 inline cudaError_t device_info(DeviceInfo& info) {
-  info = DeviceInfo{emu::g_config.sms, emu::g_config.smem_optin};
+  info = DeviceInfo{emu::g_config.sms, emu::g_config.smem_optin, emu::g_async_copies};
   return cudaSuccess;
 }
 
