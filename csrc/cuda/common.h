@@ -60,7 +60,12 @@ inline DType cuda_dtype(const at::Tensor& t) {
 }
 
 inline void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "cnnkernels.", op, ": CUDA kernel launch failed: ", error_string(err));
+  // The launchers return cudaErrorInvalidConfiguration themselves when no launch plan exists (tiling.h).
+  TORCH_CHECK(err == cudaSuccess, "cnnkernels.", op, ": CUDA kernel launch failed: ", error_string(err),
+              err == cudaErrorInvalidConfiguration
+                  ? " (no launch plan: a GEMM K or a grid of output tiles of 2**31 or more, an inverted residual "
+                    "output 2**31 rows high or wide, or a tile needing more shared memory than the device gives a block)"
+                  : "");
 }
 
 // The kernels accumulate in fp32 (fp64 for fp64 tensors); biases and depthwise weights are passed in that type.
@@ -136,6 +141,9 @@ inline at::Tensor pack_up2x2_weight(const at::Tensor& w) {
 // ConvGemmArgs for an NHWC input (pixels g.C elements apart) and the window of `g`; the GEMM operands, epilogue and
 // outputs are the caller's.
 inline ConvGemmArgs conv_args(const at::Tensor& nhwc, const ConvGeom& g) {
+  // Stride, padding and dilation are capped at 2**31 - 1 by the op checks; a kernel size is not (the weight bounds it).
+  TORCH_CHECK(g.kH <= INT32_MAX && g.kW <= INT32_MAX, "cnnkernels: the CUDA kernels take kernel sizes below 2**31, got ",
+              g.kH, " x ", g.kW);
   ConvGemmArgs a;
   a.x = nhwc.const_data_ptr();
   a.N = g.N; a.H = g.H; a.W = g.W; a.ldx = g.C; a.Ho = g.Ho; a.Wo = g.Wo;

@@ -268,6 +268,17 @@ def test_noncontiguous_input(emu, op):
     assert_close_to_reference(op, emu.op(op)(*args), args, torch.float32)
 
 
+def test_no_launch_plan_is_a_clear_error(emu):
+    # A device whose blocks get 2 KiB of shared memory: no GEMM tile fits, and the error says what can cause that.
+    args = cast(_args("conv2d_act", "3x3_relu"), torch.float32, fmt=torch.channels_last)
+    emu.configure(1, 2 * KIB)
+    try:
+        with pytest.raises(RuntimeError, match=r"cnnkernels.conv2d_act: CUDA kernel launch failed: .*no launch plan"):
+            emu.op("conv2d_act")(*args)
+    finally:
+        emu.configure(*DEFAULT_DEVICE)
+
+
 def test_no_input_channels_is_rejected(emu):
     # As on CPU (tests/reliability/test_bad_input_catalogue.py): zero input channels are an error naming the argument.
     x = torch.randn(2, 0, 5, 4)
