@@ -153,19 +153,20 @@ Packed cached_packing(at::TensorList sources, int kind, c10::ArrayRef<int64_t> p
   for (const auto& s : sources)
     key.sources.push_back(SourceKey{s.storage().unsafeGetStorageImpl(), s.storage_offset(), s.sizes().vec(),
                                     s.strides().vec(), static_cast<int>(s.scalar_type())});
+  bool trusted;
   {
     std::lock_guard<std::mutex> g(mu);
-    const bool trusted = all_frozen(sources);
+    trusted = all_frozen(sources);
     if (trusted) {
       auto it = cache.find(key);
       if (it != cache.end() && versions_match(it->second, sources)) {
         lru.splice(lru.begin(), lru, it->second.lru);
         return Packed{it->second.packed, false, true};
       }
-    } else if (trust == Trust::FrozenOnly) {
-      return Packed{pack(), true, false};  // nothing to prove the data unchanged with: pack, keep nothing
     }
   }
+  // Nothing to prove the data unchanged with: pack (outside the lock, like every packing), keep nothing.
+  if (!trusted && trust == Trust::FrozenOnly) return Packed{pack(), true, false};
   uint64_t fp = 0;
   if (trust == Trust::Fingerprint) {
     fp = fingerprint_of(sources);
