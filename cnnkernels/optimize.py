@@ -180,7 +180,8 @@ def optimize(model: nn.Module, *, inplace: bool = False, memory_format: Optional
 
     freeze=True (like torch.compile's `freezing`): the CPU kernels' packed-weight cache trusts the weights' version
     counters instead of re-reading every weight on every call to prove it unchanged, which saves one pass over the
-    model's weights per forward. Updates through optimizer steps, load_state_dict or in-place ops are still seen;
+    model's weights per forward; the CUDA kernels keep packed weights for frozen weights only (unfrozen CUDA weights
+    are re-laid-out on every call). Updates through optimizer steps, load_state_dict or in-place ops are still seen;
     writes that bypass version counters (`w.data`, NumPy views) are not, until cnnkernels._library.weight_cache_clear().
     Tensors the model gets later (e.g. after .to()) are not frozen. The model's structure is frozen too: each fused
     module checks only its tensors' version counters and data pointers per call, so assigning a new submodule,
